@@ -1,0 +1,1 @@
+//! Scalar reference kernels: the test oracle and the fallback on every CPU.

@@ -1,0 +1,9 @@
+//! The only code that knows CPUs. Every SIMD kernel has a scalar twin in `generic/` with the
+//! same contract; `isa` decides once per process which tier runs.
+
+pub mod generic;
+pub mod isa;
+#[cfg(target_arch = "x86_64")]
+pub mod x86_64;
+
+pub use isa::Isa;
