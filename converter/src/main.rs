@@ -1,1 +1,141 @@
-fn main() {}
+//! `resq-convert INPUT.onnx -o OUT.resq [options]`: converts an ONNX ResNet into a `.resq`
+//! file. Errors exit with status 1, usage errors with status 2.
+
+use clap::Parser;
+use resq_convert::{
+    convert_onnx_bytes_with_summary, parse_preset, preset_name, write_atomic, ConvertError, ConvertOptions,
+    FrozenTensor, Precision, Summary,
+};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(name = "resq-convert", version, about = "Convert a trained ResNet (ONNX) into a .resq file")]
+struct Cli {
+    /// The ONNX model to convert (only read, never modified).
+    input: PathBuf,
+    /// Where to write the .resq file (written atomically).
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Weight precision: fp32 (fp16 and int8 are not supported in this version).
+    #[arg(long, default_value = "fp32", value_parser = ["fp32", "fp16", "int8"])]
+    precision: String,
+    /// Class labels, one per line; their count must equal the model's number of classes.
+    #[arg(long)]
+    labels: Option<PathBuf>,
+    /// Preprocessing preset (default: guessed from the input size).
+    #[arg(long, value_parser = ["imagenet", "cifar", "raw255", "none"])]
+    preprocess: Option<String>,
+    /// Model name (default: the input file stem).
+    #[arg(long)]
+    name: Option<String>,
+    /// Bind graph input NAME to the tensor in FILE (.npy float32 or .pb TensorProto).
+    #[arg(long, value_name = "NAME=FILE")]
+    freeze: Vec<String>,
+    /// Value of a symbolic batch dim.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    batch: u32,
+}
+
+fn options(cli: &Cli) -> Result<ConvertOptions, ConvertError> {
+    let precision = match cli.precision.as_str() {
+        "fp16" => Precision::Fp16,
+        "int8" => Precision::Int8,
+        _ => Precision::Fp32,
+    };
+    let labels = match &cli.labels {
+        None => None,
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|source| ConvertError::Io { path: p.clone(), source })?;
+            Some(text.lines().map(|l| l.trim_end_matches('\r').to_string()).filter(|l| !l.is_empty()).collect())
+        }
+    };
+    let mut freeze = Vec::new();
+    for spec in &cli.freeze {
+        let (name, file) = spec
+            .split_once('=')
+            .filter(|(n, f)| !n.is_empty() && !f.is_empty())
+            .ok_or_else(|| ConvertError::Other(format!("--freeze '{spec}': expected NAME=FILE")))?;
+        freeze.push((name.to_string(), FrozenTensor::from_file(file.as_ref())?));
+    }
+    Ok(ConvertOptions {
+        precision,
+        labels,
+        preprocess: cli.preprocess.as_deref().and_then(parse_preset),
+        name: cli.name.clone(),
+        freeze,
+        batch: cli.batch as usize,
+    })
+}
+
+fn summary_text(s: &Summary, out: &std::path::Path) -> String {
+    let ops: Vec<String> = s.ops.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    let total: usize = s.ops.values().sum();
+    let pre = match s.preprocess {
+        Some(p) if s.preprocess_guessed => {
+            format!("{} (guessed from the input size; set --preprocess)", preset_name(p))
+        }
+        Some(p) => preset_name(p).to_string(),
+        None => "none".into(),
+    };
+    let st = &s.stats;
+    format!(
+        "Wrote {} ({} bytes): model '{}' from {}; input {:?} NCHW f32, output {:?}; {total} ops ({}); \
+         {} parameters ({:.2} MB); folded {} constant nodes, {} BatchNorm into convs ({} as ChannelAffine), \
+         fused {} residual adds, {} activations, {} biases; removed {} identity/merged nodes; preprocessing {pre}.",
+        out.display(),
+        s.file_size,
+        s.name,
+        s.source,
+        s.input_dims,
+        s.output_dims,
+        ops.join(", "),
+        s.param_count,
+        s.param_count as f64 * 4.0 / 1e6,
+        st.folded_nodes,
+        st.bn_folded,
+        st.bn_affine,
+        st.residual_fused,
+        st.act_fused,
+        st.bias_fused,
+        st.removed,
+    )
+}
+
+fn run(cli: &Cli) -> Result<(), ConvertError> {
+    if let (Ok(a), Ok(b)) = (cli.input.canonicalize(), cli.output.canonicalize()) {
+        if a == b {
+            return Err(ConvertError::Other(format!("{}: the output would overwrite the input", cli.output.display())));
+        }
+    }
+    let opts = options(cli)?;
+    let bytes = std::fs::read(&cli.input).map_err(|source| ConvertError::Io { path: cli.input.clone(), source })?;
+    let (out, summary) =
+        convert_onnx_bytes_with_summary(&bytes, &cli.input.to_string_lossy(), &opts).map_err(|e| match e {
+            ConvertError::Decode { detail, .. } => {
+                ConvertError::Decode { what: cli.input.display().to_string(), detail }
+            }
+            other => other,
+        })?;
+    write_atomic(&cli.output, &out)?;
+    println!("{}", summary_text(&summary, &cli.output));
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("resq-convert: error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
