@@ -2,6 +2,7 @@
 //! `docs/FORMAT.md` is the byte-level specification.
 
 pub mod checksum;
+pub mod reader;
 pub mod records;
 pub mod writer;
 

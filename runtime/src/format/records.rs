@@ -159,6 +159,10 @@ pub enum Layout {
     /// GEMM weights packed in panels of 16 output channels: `dims = [O, KH, KW, I/groups]`
     /// (logical), bytes `[groups][ceil(O_g/16)][KH*KW*I_g][16]`, zero padded (issue 3).
     PackedN16 = 3,
+    /// 3x3 stride-1 conv weights in the Winograd F(4x4,3x3) domain (`G·g·Gᵀ`, 6x6 per filter),
+    /// `dims = [O, 3, 3, I]` (logical; groups must be 1), bytes `[36][ceil(O/16)][I][16]`, zero
+    /// padded: for each of the 36 transform positions a PackedN16 GEMM operand (issue 3).
+    WinogradF43N16 = 4,
 }
 
 impl Layout {
@@ -168,6 +172,7 @@ impl Layout {
             1 => Self::Nhwc,
             2 => Self::Ohwi,
             3 => Self::PackedN16,
+            4 => Self::WinogradF43N16,
             _ => return None,
         })
     }
@@ -332,7 +337,9 @@ pub struct ConvParams {
     pub act: u32,
     pub act_min: f32,
     pub act_max: f32,
-    /// Algorithm chosen at convert time: 0 = direct (any weight layout the kernels accept).
+    /// Algorithm chosen at convert time, and the weight layout it requires:
+    /// 0 = direct (Ohwi), 1 = packed GEMM / implicit GEMM (PackedN16),
+    /// 2 = Winograd F(4x4,3x3) (WinogradF43N16; 3x3, stride 1, dilation 1, groups 1).
     pub algo: u32,
 }
 

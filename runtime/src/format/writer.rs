@@ -131,7 +131,11 @@ impl FileBuilder {
         rec.inputs = [NONE; 4];
         rec.outputs = [NONE; 2];
         if inputs.len() > 4 || outputs.len() > 2 {
-            self.errors.push(format!("op '{name}' has {} inputs / {} outputs (max 4 / 2)", inputs.len(), outputs.len()));
+            self.errors.push(format!(
+                "op '{name}' has {} inputs / {} outputs (max 4 / 2)",
+                inputs.len(),
+                outputs.len()
+            ));
         } else {
             rec.n_inputs = inputs.len() as u8;
             rec.n_outputs = outputs.len() as u8;

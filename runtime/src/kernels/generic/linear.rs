@@ -1,0 +1,34 @@
+//! Fully connected layer: `y[m, j] = act(sum_k x[m, k] * w[j, k] + bias[j])`, `w` is `[N, K]`.
+
+use super::act::{dot, Act};
+use super::par::for_each_chunk;
+use rayon::ThreadPool;
+
+/// Contract (validated at load): `x.len() == m*k`, `w.len() == n*k`, `y.len() == m*n`,
+/// `bias` has `n` values.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_f32(
+    m: usize,
+    k: usize,
+    n: usize,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    act: Act,
+    y: &mut [f32],
+    pool: Option<&ThreadPool>,
+) {
+    debug_assert_eq!(x.len(), m * k);
+    debug_assert_eq!(w.len(), n * k);
+    debug_assert_eq!(y.len(), m * n);
+    // Batch 1 is the common case: split the outputs, not the rows.
+    let chunk = if m == 1 { n.clamp(1, 64) } else { n };
+    for_each_chunk(pool, y, chunk, |ci, ys| {
+        let start = ci * chunk;
+        for (e, v) in ys.iter_mut().enumerate() {
+            let (row, j) = ((start + e) / n, (start + e) % n);
+            let acc = dot(&x[row * k..(row + 1) * k], &w[j * k..(j + 1) * k]);
+            *v = act.apply(acc + bias.map_or(0.0, |b| b[j]));
+        }
+    });
+}

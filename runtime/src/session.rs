@@ -1,0 +1,306 @@
+//! A session: one inference context over a shared [`Model`]. It owns the activation arena,
+//! the scratch buffer and (for more than one thread) a rayon thread pool, all allocated in
+//! [`Session::new`]; [`Session::run`] allocates nothing and takes no locks of its own.
+//!
+//! Threads: with `threads > 1` the ops are driven from one of the pool's own threads (a
+//! long-lived "driver" job), so the kernels' parallel loops run as rayon `join`s inside the
+//! pool. Entering a rayon pool from outside (`ThreadPool::install`) pushes onto the pool's
+//! global injector queue, which allocates a new queue block every few dozen calls; handing
+//! the run to the driver with an atomic sequence number and `park`/`unpark` does not.
+
+use crate::error::{Error, Result};
+use crate::kernels::Isa;
+use crate::model::{Model, Src};
+use crate::ops::RunCtx;
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::Thread;
+use std::time::Instant;
+
+/// Session options: `Options::default().threads(2).max_isa(Isa::Generic)`.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    threads: usize,
+    max_isa: Option<Isa>,
+}
+
+impl Options {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of threads; 0 (the default) = `std::thread::available_parallelism()`.
+    pub fn threads(mut self, n: usize) -> Self {
+        self.threads = n;
+        self
+    }
+
+    /// Use kernels of at most this tier (on top of `RESQ_MAX_ISA`).
+    pub fn max_isa(mut self, isa: Isa) -> Self {
+        self.max_isa = Some(isa);
+        self
+    }
+}
+
+/// 16 f32, 64-byte aligned: the unit of arena and scratch buffers.
+#[repr(C, align(64))]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Block([f32; 16]);
+
+/// One inference context. Create with [`Model::session`].
+pub struct Session<'m> {
+    model: &'m Model,
+    arena: Vec<Block>,
+    scratch: Vec<Block>,
+    isa: Isa,
+    threads: usize,
+    driver: Option<Driver>,
+}
+
+impl std::fmt::Debug for Session<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("isa", &self.isa).field("threads", &self.threads).finish_non_exhaustive()
+    }
+}
+
+impl<'m> Session<'m> {
+    pub(crate) fn new(model: &'m Model, options: Options) -> Result<Session<'m>> {
+        let threads = match options.threads {
+            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            n => n,
+        };
+        let isa = match options.max_isa {
+            Some(cap) => Isa::detect().capped(cap),
+            None => Isa::detect(),
+        };
+        let scratch_len = model.ops.iter().map(|o| o.scratch_len(threads)).max().unwrap_or(0);
+        let driver = if threads > 1 { Some(Driver::start(threads)?) } else { None };
+        Ok(Session {
+            model,
+            arena: blocks(model.arena_len, "activation arena")?,
+            scratch: blocks(scratch_len, "scratch buffer")?,
+            isa,
+            threads,
+            driver,
+        })
+    }
+
+    /// Run one inference. `input` holds `model.input_len()` f32 values in the model's input
+    /// layout (NCHW for converted ONNX models); returns `model.output_len()` values.
+    pub fn run(&mut self, input: &[f32]) -> Result<&[f32]> {
+        self.run_inner(input, None)
+    }
+
+    /// [`Session::run`], also storing each op's wall time in seconds into `per_op_seconds`
+    /// (length `model.ops().len()`).
+    pub fn run_profiled(&mut self, input: &[f32], per_op_seconds: &mut [f64]) -> Result<&[f32]> {
+        if per_op_seconds.len() != self.model.ops.len() {
+            return Err(Error::Buffer {
+                what: "per_op_seconds",
+                expected: self.model.ops.len(),
+                found: per_op_seconds.len(),
+            });
+        }
+        self.run_inner(input, Some(per_op_seconds))
+    }
+
+    fn run_inner(&mut self, input: &[f32], mut prof: Option<&mut [f64]>) -> Result<&[f32]> {
+        let model = self.model;
+        if input.len() != model.input_len() {
+            return Err(Error::Input { expected: model.input_len(), found: input.len() });
+        }
+        let isa = self.isa;
+        let arena: &mut [f32] = bytemuck::cast_slice_mut(&mut self.arena);
+        let scratch: &mut [f32] = bytemuck::cast_slice_mut(&mut self.scratch);
+        match &self.driver {
+            None => exec(model, arena, scratch, input, None, isa, prof),
+            Some(d) => {
+                let pool = &d.pool;
+                d.run(&mut || exec(model, arena, scratch, input, Some(pool), isa, prof.as_deref_mut()));
+            }
+        }
+        let (o, n) = model.output_slot;
+        Ok(&bytemuck::cast_slice::<Block, f32>(&self.arena)[o..o + n])
+    }
+
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    pub fn model(&self) -> &'m Model {
+        self.model
+    }
+}
+
+/// A zeroed buffer of at least `len` f32; an error (not an abort) if it cannot be allocated.
+fn blocks(len: usize, what: &'static str) -> Result<Vec<Block>> {
+    let n = len.div_ceil(16);
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| Error::OutOfMemory { what, bytes: n as u64 * 64 })?;
+    v.resize(n, Block([0.0; 16]));
+    Ok(v)
+}
+
+/// Run every op of `model` in order over `arena`.
+fn exec(
+    model: &Model,
+    arena: &mut [f32],
+    scratch: &mut [f32],
+    input: &[f32],
+    pool: Option<&rayon::ThreadPool>,
+    isa: Isa,
+    mut prof: Option<&mut [f64]>,
+) {
+    let (io, il) = model.input_slot;
+    arena[io..io + il].copy_from_slice(input);
+    let mut ctx = RunCtx { pool, isa, scratch };
+    for (i, op) in model.ops.iter().enumerate() {
+        let t0 = prof.is_some().then(Instant::now);
+        let (oo, ol) = model.dsts[i];
+        // The planner guarantees an op's output range is disjoint from its inputs' ranges,
+        // so every arena input lies entirely below or entirely above the output.
+        let (lo, rest) = arena.split_at_mut(oo);
+        let (out, hi) = rest.split_at_mut(ol);
+        let (lo, hi, hi_base): (&[f32], &[f32], usize) = (lo, hi, oo + ol);
+        let get = |s: Src| -> &[f32] {
+            match s {
+                Src::None => &[],
+                Src::Arena { off, len } if off + len <= oo => &lo[off..off + len],
+                Src::Arena { off, len } => &hi[off - hi_base..off - hi_base + len],
+                Src::Const { byte_off, len } => model.const_f32(byte_off, len),
+            }
+        };
+        let s = &model.srcs[i];
+        let ins = [get(s[0]), get(s[1]), get(s[2]), get(s[3])];
+        op.run(&ins, out, &mut ctx);
+        if let (Some(t0), Some(p)) = (t0, prof.as_deref_mut()) {
+            p[i] = t0.elapsed().as_secs_f64();
+        }
+    }
+}
+
+/// A job handed to the driver: a type-erased `&mut dyn FnMut()` living on the caller's stack.
+type JobPtr = *mut (dyn FnMut() + Send + 'static);
+
+/// State shared by the caller and the driver job.
+///
+/// Protocol: the caller writes `job` and `caller`, then publishes a new sequence number in
+/// `request` (Release) and unparks the driver; the driver reads `request` (Acquire), runs the
+/// job, stores the same number in `done` (Release) and unparks the caller, which waits for
+/// `done` (Acquire) before returning. So `job`/`caller` are written only while the driver is
+/// idle and read only while the caller is waiting: never concurrently.
+struct Shared {
+    request: AtomicU64,
+    done: AtomicU64,
+    shutdown: AtomicBool,
+    panicked: AtomicBool,
+    job: UnsafeCell<Option<JobPtr>>,
+    caller: UnsafeCell<Option<Thread>>,
+}
+
+// SAFETY: the UnsafeCells are accessed by one thread at a time, as the protocol above
+// guarantees; the job pointer targets a `Send` closure that outlives its use (the caller
+// blocks until `done`).
+unsafe impl Sync for Shared {}
+// SAFETY: as above; the raw pointer is only a hand-over slot.
+unsafe impl Send for Shared {}
+
+struct Driver {
+    pool: rayon::ThreadPool,
+    shared: Arc<Shared>,
+    worker: Thread,
+}
+
+impl Driver {
+    fn start(threads: usize) -> Result<Driver> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("resq-{i}"))
+            .build()
+            .map_err(|e| Error::ThreadPool { threads, what: e.to_string() })?;
+        let shared = Arc::new(Shared {
+            request: AtomicU64::new(0),
+            done: AtomicU64::new(0),
+            shutdown: AtomicBool::new(false),
+            panicked: AtomicBool::new(false),
+            job: UnsafeCell::new(None),
+            caller: UnsafeCell::new(None),
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sh = Arc::clone(&shared);
+        pool.spawn(move || {
+            let _ = tx.send(std::thread::current());
+            drive(&sh);
+        });
+        let worker = rx.recv().map_err(|e| Error::ThreadPool { threads, what: e.to_string() })?;
+        Ok(Driver { pool, shared, worker })
+    }
+
+    /// Run `f` on the driver thread and wait for it.
+    fn run(&self, f: &mut (dyn FnMut() + Send + '_)) {
+        let sh = &*self.shared;
+        // SAFETY: only the lifetime is erased. The pointer is dereferenced by the driver
+        // between our Release store of `request` and its Release store of `done`, and we do
+        // not return (so `f` stays alive and exclusively lent) until we have seen `done`.
+        let ptr: JobPtr = unsafe { std::mem::transmute::<*mut (dyn FnMut() + Send + '_), JobPtr>(f) };
+        let seq = sh.request.load(Ordering::Relaxed) + 1;
+        // SAFETY: the driver is idle (it finished request `seq - 1`, which we waited for), so
+        // nobody else accesses these cells now (see `Shared`).
+        unsafe {
+            *sh.job.get() = Some(ptr);
+            *sh.caller.get() = Some(std::thread::current());
+        }
+        sh.request.store(seq, Ordering::Release);
+        self.worker.unpark();
+        while sh.done.load(Ordering::Acquire) != seq {
+            std::thread::park();
+        }
+        // SAFETY: the driver finished request `seq` and is idle again.
+        unsafe { *sh.job.get() = None };
+        if sh.panicked.swap(false, Ordering::Relaxed) {
+            panic!("resq: an op panicked on the session's driver thread");
+        }
+    }
+}
+
+/// The driver loop, run as one long-lived job on a pool thread.
+fn drive(sh: &Shared) {
+    let mut seen = 0u64;
+    loop {
+        if sh.shutdown.load(Ordering::Acquire) {
+            return;
+        }
+        let r = sh.request.load(Ordering::Acquire);
+        if r == seen {
+            std::thread::park();
+            continue;
+        }
+        seen = r;
+        // SAFETY: the caller published `job`/`caller` before `request` (Release, read with
+        // Acquire above) and waits until we store `done`; the closure is alive until then.
+        let (job, caller) = unsafe { (*sh.job.get(), (*sh.caller.get()).clone()) };
+        if let Some(job) = job {
+            // SAFETY: see above: `job` points to a live `FnMut` lent exclusively to us.
+            let f = unsafe { &mut *job };
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
+                sh.panicked.store(true, Ordering::Relaxed);
+            }
+        }
+        sh.done.store(seen, Ordering::Release);
+        if let Some(c) = caller {
+            c.unpark();
+        }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        self.shared.shutdown.store(true, Ordering::Release);
+        self.worker.unpark();
+    }
+}
