@@ -7,3 +7,6 @@ pub mod isa;
 pub mod x86_64;
 
 pub use isa::Isa;
+pub mod gemm;
+pub mod pack;
+pub mod winograd;

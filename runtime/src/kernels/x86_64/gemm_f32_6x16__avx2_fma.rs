@@ -1,0 +1,149 @@
+//! fp32 GEMM micro-kernel, 6 rows x 16 columns, AVX2 + FMA.
+//!
+//! Register tile (12 accumulators + 2 B vectors + 1 broadcast = 15 of 16 ymm):
+//!
+//! ```text
+//!            b[k][0..8]  b[k][8..16]
+//! a[0][k]  | acc0[0]   | acc1[0]  |
+//!   ...    |   ...     |   ...    |
+//! a[5][k]  | acc0[5]   | acc1[5]  |
+//! ```
+//!
+//! Per k: two 8-wide loads of the packed B row, one broadcast per A row, 12 FMAs. The row
+//! count is a const parameter so a partial tile (m < 6) only does the FMAs it needs (m = 1
+//! is the GEMV case of Linear layers).
+
+use core::arch::x86_64::*;
+
+use crate::kernels::gemm::{Act, MicroTile, MR};
+use crate::kernels::pack::NR;
+
+/// AVX2+FMA twin of [`crate::kernels::generic::gemm::gemm_f32_6x16__generic`].
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA, and `t` must satisfy the pointer contract documented on
+/// [`MicroTile`] (`a[i]` readable for `k` f32 for `i < m`, `b` readable for `16*k` f32, C rows
+/// `0..m` readable/writable for `n` f32 at stride `ldc`, bias/residual readable for `n` f32).
+#[allow(non_snake_case)]
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn gemm_f32_6x16__avx2_fma(t: &MicroTile) {
+    debug_assert!(t.m >= 1 && t.m <= MR && t.n >= 1 && t.n <= NR);
+    // SAFETY: forwarded contract; each arm matches the row count.
+    unsafe {
+        match t.m {
+            1 => tile::<1>(t),
+            2 => tile::<2>(t),
+            3 => tile::<3>(t),
+            4 => tile::<4>(t),
+            5 => tile::<5>(t),
+            _ => tile::<6>(t),
+        }
+    }
+}
+
+/// Loads `n <= 16` floats into two vectors, zero-filling lanes `>= n` without touching memory
+/// past `n`.
+///
+/// # Safety
+/// `p` readable for `n` f32; AVX available.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn load16(p: *const f32, n: usize) -> (__m256, __m256) {
+    // SAFETY: full tiles read 16 floats, partial ones copy n floats to a stack buffer first.
+    unsafe {
+        if n == NR {
+            (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)))
+        } else {
+            let mut buf = [0.0f32; NR];
+            core::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), n);
+            (_mm256_loadu_ps(buf.as_ptr()), _mm256_loadu_ps(buf.as_ptr().add(8)))
+        }
+    }
+}
+
+/// Stores the first `n <= 16` lanes of `(lo, hi)` to `p`.
+///
+/// # Safety
+/// `p` writable for `n` f32; AVX available.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn store16(p: *mut f32, n: usize, lo: __m256, hi: __m256) {
+    // SAFETY: full tiles write 16 floats, partial ones go through a stack buffer.
+    unsafe {
+        if n == NR {
+            _mm256_storeu_ps(p, lo);
+            _mm256_storeu_ps(p.add(8), hi);
+        } else {
+            let mut buf = [0.0f32; NR];
+            _mm256_storeu_ps(buf.as_mut_ptr(), lo);
+            _mm256_storeu_ps(buf.as_mut_ptr().add(8), hi);
+            core::ptr::copy_nonoverlapping(buf.as_ptr(), p, n);
+        }
+    }
+}
+
+/// # Safety
+/// As [`gemm_f32_6x16__avx2_fma`] with `m == M`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile<const M: usize>(t: &MicroTile) {
+    let mut acc0 = [_mm256_setzero_ps(); M];
+    let mut acc1 = [_mm256_setzero_ps(); M];
+    let a: [*const f32; M] = core::array::from_fn(|i| t.a[i]);
+    let mut b = t.b;
+    // SAFETY: a[i] readable for k f32, b for 16*k f32 (contract).
+    unsafe {
+        for kk in 0..t.k {
+            let b0 = _mm256_loadu_ps(b);
+            let b1 = _mm256_loadu_ps(b.add(8));
+            for i in 0..M {
+                let ai = _mm256_broadcast_ss(&*a[i].add(kk));
+                acc0[i] = _mm256_fmadd_ps(ai, b0, acc0[i]);
+                acc1[i] = _mm256_fmadd_ps(ai, b1, acc1[i]);
+            }
+            b = b.add(NR);
+        }
+    }
+    let n = t.n;
+    let (bias0, bias1) = if t.finish && !t.bias.is_null() {
+        // SAFETY: bias readable for n f32 (contract).
+        unsafe { load16(t.bias, n) }
+    } else {
+        (_mm256_setzero_ps(), _mm256_setzero_ps())
+    };
+    let (lo, hi) = match t.act {
+        Act::None => (_mm256_set1_ps(f32::NEG_INFINITY), _mm256_set1_ps(f32::INFINITY)),
+        Act::Relu => (_mm256_setzero_ps(), _mm256_set1_ps(f32::INFINITY)),
+        Act::Clip(lo, hi) => (_mm256_set1_ps(lo), _mm256_set1_ps(hi)),
+    };
+    let clamp = !matches!(t.act, Act::None);
+    for i in 0..M {
+        // SAFETY: row i < m of C (and of residual) is valid for n f32 (contract).
+        unsafe {
+            let c = t.c.add(i * t.ldc);
+            let (mut v0, mut v1) = (acc0[i], acc1[i]);
+            if t.load_c {
+                let (c0, c1) = load16(c, n);
+                v0 = _mm256_add_ps(v0, c0);
+                v1 = _mm256_add_ps(v1, c1);
+            }
+            if t.finish {
+                if !t.bias.is_null() {
+                    v0 = _mm256_add_ps(v0, bias0);
+                    v1 = _mm256_add_ps(v1, bias1);
+                }
+                if !t.residual.is_null() {
+                    let (r0, r1) = load16(t.residual.add(i * t.ldr), n);
+                    v0 = _mm256_add_ps(v0, r0);
+                    v1 = _mm256_add_ps(v1, r1);
+                }
+                if clamp {
+                    // max(v, lo) returns lo for a NaN v, like f32::max in the generic twin.
+                    v0 = _mm256_min_ps(_mm256_max_ps(v0, lo), hi);
+                    v1 = _mm256_min_ps(_mm256_max_ps(v1, lo), hi);
+                }
+            }
+            store16(c, n, v0, v1);
+        }
+    }
+}
