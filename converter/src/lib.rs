@@ -20,6 +20,7 @@ pub mod onnx;
 pub mod passes;
 
 pub use error::{ConvertError, UnsupportedNode};
+pub use lower::Packing;
 pub use resq::format::PreprocessPreset;
 
 use prost::Message;
@@ -108,6 +109,8 @@ pub struct ConvertOptions {
     pub freeze: Vec<(String, FrozenTensor)>,
     /// Value of a symbolic batch dim.
     pub batch: usize,
+    /// Weight layouts: the fast kernels' (default) or the plain reference layouts.
+    pub packing: Packing,
 }
 
 impl Default for ConvertOptions {
@@ -119,6 +122,7 @@ impl Default for ConvertOptions {
             name: None,
             freeze: Vec::new(),
             batch: 1,
+            packing: Packing::Fast,
         }
     }
 }
@@ -196,7 +200,7 @@ pub fn convert_onnx_bytes_with_summary(
         return Err(ConvertError::Other("batch must be at least 1".into()));
     }
     let mut g = onnx_to_ir(onnx_bytes, opts)?;
-    let mut prog = lower::lower(&g)?;
+    let mut prog = lower::lower(&g, opts.packing)?;
     let param_count = prog.param_bytes() / 4;
     // The weights now live in the program: free the IR copies before the file is laid out.
     for t in &mut g.tensors {

@@ -9,6 +9,8 @@ use resq::format::{
     ActKind, ActParams, AddParams, ConvParams, DType, FileBuilder, Layout, OpKind, PadParams, PoolParams, SliceParams,
     SoftmaxParams, TransposeParams, MAX_RANK, NONE,
 };
+use resq::kernels::gemm::{prefer_winograd, ConvGeom};
+use resq::kernels::pack::{pack_n16, pack_winograd_f43};
 use std::collections::HashMap;
 
 /// A tensor of the lowered program (physical dims of its layout).
@@ -103,27 +105,76 @@ pub struct ConvWeights {
     pub bytes: Vec<u8>,
 }
 
+/// How weights are laid out in the file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Packing {
+    /// The layouts the fast kernels read (PackedN16, Winograd), chosen per layer. They run on
+    /// every CPU: the generic tier has scalar twins of those kernels.
+    #[default]
+    Fast,
+    /// Plain OHWI conv / `[N, K]` linear weights, run by the direct scalar reference kernels
+    /// (for checking the fast path against an independent one).
+    Reference,
+}
+
 /// The one place that chooses a convolution's algorithm and weight layout.
 ///
-/// `w` is OIHW f32 (`[o, i_g, kh, kw]`), `input` the NCHW input shape. Returns algo 0 with
-/// weights OHWI (`[O, KH, KW, I/groups]`), which every build's direct kernel reads. The AVX2
-/// packed GEMM (algo 1, PackedN16) and Winograd F(4x4,3x3) (algo 2) layouts from
-/// `resq::kernels::pack` plug in here.
-pub fn choose_conv_algo(spec: &ConvSpec, input: [usize; 4], w: &[f32], wshape: [usize; 4]) -> ConvWeights {
-    let _ = (spec, input);
+/// `w` is OIHW f32 (`[o, i_g, kh, kw]`), `input` the NCHW input shape. With
+/// [`Packing::Fast`]: Winograd F(4x4,3x3) (algo 2) where `resq::kernels::gemm::prefer_winograd`
+/// says it is faster (its doc gives the measurements), else the packed GEMM (algo 1,
+/// PackedN16). With [`Packing::Reference`]: algo 0, OHWI.
+pub fn choose_conv_algo(
+    spec: &ConvSpec,
+    input: [usize; 4],
+    w: &[f32],
+    wshape: [usize; 4],
+    packing: Packing,
+) -> ConvWeights {
     let [o, ig, kh, kw] = wshape;
     // src = O-I-kh-kw -> dst = O-kh-kw-I
-    let mut bytes = Vec::with_capacity(w.len() * 4);
+    let mut ohwi = Vec::with_capacity(w.len());
     for oo in 0..o {
         for y in 0..kh {
             for x in 0..kw {
                 for i in 0..ig {
-                    bytes.extend_from_slice(&w[((oo * ig + i) * kh + y) * kw + x].to_le_bytes());
+                    ohwi.push(w[((oo * ig + i) * kh + y) * kw + x]);
                 }
             }
         }
     }
-    ConvWeights { algo: 0, layout: Layout::Ohwi, dims: vec![o, kh, kw, ig], bytes }
+    if packing == Packing::Reference {
+        return ConvWeights { algo: 0, layout: Layout::Ohwi, dims: vec![o, kh, kw, ig], bytes: f32_bytes(&ohwi) };
+    }
+    let out = |i: usize, k: usize, s: usize, d: usize, pa: usize, pb: usize| (i + pa + pb - (d * (k - 1) + 1)) / s + 1;
+    let geom = ConvGeom {
+        n: input[0],
+        in_h: input[2],
+        in_w: input[3],
+        in_c: input[1],
+        out_h: out(input[2], kh, spec.strides[0], spec.dilations[0], spec.pads[0], spec.pads[2]),
+        out_w: out(input[3], kw, spec.strides[1], spec.dilations[1], spec.pads[1], spec.pads[3]),
+        out_c: o,
+        kh,
+        kw,
+        stride_h: spec.strides[0],
+        stride_w: spec.strides[1],
+        pad_top: spec.pads[0],
+        pad_left: spec.pads[1],
+        dil_h: spec.dilations[0],
+        dil_w: spec.dilations[1],
+        groups: spec.groups,
+    };
+    if prefer_winograd(&geom) {
+        let packed = pack_winograd_f43(&ohwi, o, ig);
+        return ConvWeights {
+            algo: 2,
+            layout: Layout::WinogradF43N16,
+            dims: vec![o, kh, kw, ig],
+            bytes: f32_bytes(&packed),
+        };
+    }
+    let packed = pack_n16(&ohwi, o, kh, kw, ig, spec.groups);
+    ConvWeights { algo: 1, layout: Layout::PackedN16, dims: vec![o, kh, kw, ig], bytes: f32_bytes(&packed) }
 }
 
 /// `perm[d]` = logical dim stored at physical position `d`.
@@ -157,6 +208,7 @@ struct Lower<'g> {
     versions: HashMap<(TensorId, u8), u32>,
     /// The layout each IR activation was produced in.
     primary: HashMap<TensorId, Layout>,
+    packing: Packing,
 }
 
 impl<'g> Lower<'g> {
@@ -259,7 +311,7 @@ impl<'g> Lower<'g> {
                 let ws = g.shape(wt);
                 let wshape = [ws[0], ws[1], ws[2], ws[3]];
                 let input = [xs[0], xs[1], xs[2], xs[3]];
-                let cw = choose_conv_algo(spec, input, &self.const_f32(wt), wshape);
+                let cw = choose_conv_algo(spec, input, &self.const_f32(wt), wshape, self.packing);
                 let wname = g.tensors[wt].name.clone();
                 let wi = self.push_tensor(wname, cw.layout, cw.dims, Some(cw.bytes));
                 let bi = match n.input(2) {
@@ -330,7 +382,17 @@ impl<'g> Lower<'g> {
             Op::BatchNorm { .. } => return Err(bad("BatchNorm left after the passes".into())),
             Op::Linear { act } => {
                 let xi = self.get(x, Some(Layout::RowMajor));
-                let wi = self.constant(n.input(1).unwrap_or(0), Layout::RowMajor);
+                let wt = n.input(1).unwrap_or(0);
+                let wi = match self.packing {
+                    Packing::Reference => self.constant(wt, Layout::RowMajor),
+                    Packing::Fast => {
+                        // [N, K] is the 1x1, one-group case of PackedN16.
+                        let ws = g.shape(wt).to_vec();
+                        let packed = pack_n16(&self.const_f32(wt), ws[0], 1, 1, ws[1], 1);
+                        let wname = g.tensors[wt].name.clone();
+                        self.push_tensor(wname, Layout::PackedN16, ws, Some(f32_bytes(&packed)))
+                    }
+                };
                 let bi = match n.input(2) {
                     Some(b) => self.constant(b, Layout::RowMajor),
                     None => NONE,
@@ -489,8 +551,8 @@ pub fn input_dims4(shape: &[usize]) -> [usize; 4] {
 }
 
 /// Lower a graph (after the passes) to a program.
-pub fn lower(g: &Graph) -> Result<Program, ConvertError> {
-    let mut l = Lower { g, p: Program::default(), versions: HashMap::new(), primary: HashMap::new() };
+pub fn lower(g: &Graph, packing: Packing) -> Result<Program, ConvertError> {
+    let mut l = Lower { g, p: Program::default(), versions: HashMap::new(), primary: HashMap::new(), packing };
     let input_shape = g.shape(g.input).to_vec();
     if input_shape.len() > MAX_RANK {
         return Err(ConvertError::InvalidModel(format!("input rank {} > {MAX_RANK}", input_shape.len())));
@@ -551,7 +613,7 @@ mod tests {
             }
         }
         let spec = ConvSpec { kernel: [1, 2], strides: [1, 1], pads: [0; 4], dilations: [1, 1], groups: 1 };
-        let cw = choose_conv_algo(&spec, [1, 3, 4, 4], &w, [2, 3, 1, 2]);
+        let cw = choose_conv_algo(&spec, [1, 3, 4, 4], &w, [2, 3, 1, 2], Packing::Reference);
         assert_eq!((cw.algo, cw.layout, cw.dims.clone()), (0, Layout::Ohwi, vec![2, 1, 2, 3]));
         let got: Vec<f32> = cw.bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
         assert_eq!(got, [0., 10., 20., 1., 11., 21., 100., 110., 120., 101., 111., 121.]);

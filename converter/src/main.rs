@@ -4,7 +4,7 @@
 use clap::Parser;
 use resq_convert::{
     convert_onnx_bytes_with_summary, parse_preset, preset_name, write_atomic, ConvertError, ConvertOptions,
-    FrozenTensor, Precision, Summary,
+    FrozenTensor, Packing, Precision, Summary,
 };
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,6 +35,10 @@ struct Cli {
     /// Value of a symbolic batch dim.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=65536))]
     batch: u32,
+    /// Store plain OHWI / [N, K] weights run by the direct scalar reference kernels instead of
+    /// the packed layouts of the fast kernels (for checking the fast path; much slower).
+    #[arg(long)]
+    reference_kernels: bool,
 }
 
 fn options(cli: &Cli) -> Result<ConvertOptions, ConvertError> {
@@ -65,6 +69,7 @@ fn options(cli: &Cli) -> Result<ConvertOptions, ConvertError> {
         name: cli.name.clone(),
         freeze,
         batch: cli.batch as usize,
+        packing: if cli.reference_kernels { Packing::Reference } else { Packing::Fast },
     })
 }
 

@@ -4,7 +4,7 @@
 
 mod common;
 
-use resq_convert::{convert_file, write_atomic, ConvertOptions};
+use resq_convert::{convert_file, write_atomic, ConvertOptions, Packing};
 use std::path::Path;
 
 fn argmax(v: &[f32]) -> usize {
@@ -17,30 +17,52 @@ fn rel_l2(got: &[f32], want: &[f32]) -> f32 {
     (num / den.max(1e-30)).sqrt()
 }
 
-/// Convert, load from bytes, run every reference row; returns the model.
-fn check(data: &Path, onnx: &str, refs: &str) -> resq::Model {
-    let bytes = convert_file(&data.join(onnx), &ConvertOptions::default()).unwrap_or_else(|e| panic!("{onnx}: {e}"));
+/// Convert with `packing`, load from bytes, run reference rows with the session `opts`.
+/// `rows`: how many rows to check (`None` = all). Returns the model.
+fn check_with(
+    data: &Path,
+    onnx: &str,
+    refs: &str,
+    packing: Packing,
+    opts: resq::Options,
+    rows: Option<usize>,
+) -> resq::Model {
+    let copts = ConvertOptions { packing, ..Default::default() };
+    let bytes = convert_file(&data.join(onnx), &copts).unwrap_or_else(|e| panic!("{onnx}: {e}"));
     let model = resq::Model::from_bytes(bytes).unwrap_or_else(|e| panic!("{onnx}: {e}"));
     let (ishape, input) = resq::npy::read_f32(&data.join(format!("refs/{refs}/input.npy"))).unwrap();
     let (lshape, logits) = resq::npy::read_f32(&data.join(format!("refs/{refs}/logits.npy"))).unwrap();
-    let rows = ishape[0];
-    assert_eq!(lshape[0], rows);
+    assert_eq!(lshape[0], ishape[0]);
+    let rows = rows.unwrap_or(ishape[0]).min(ishape[0]);
     let (il, ol) = (model.input_len(), model.output_len());
-    assert_eq!(il * rows, input.len(), "{onnx}: input length");
-    assert_eq!(ol * rows, logits.len(), "{onnx}: output length");
-    let mut s = model.session(resq::Options::default().threads(2)).unwrap();
+    assert_eq!(il * ishape[0], input.len(), "{onnx}: input length");
+    assert_eq!(ol * ishape[0], logits.len(), "{onnx}: output length");
+    let mut s = model.session(opts).unwrap();
     let mut worst = 0f32;
     for r in 0..rows {
         let got = s.run(&input[r * il..(r + 1) * il]).unwrap();
         let want = &logits[r * ol..(r + 1) * ol];
         let e = rel_l2(got, want);
         worst = worst.max(e);
-        assert!(e <= 1e-4, "{onnx} row {r}: relative L2 error {e:e}");
-        assert_eq!(argmax(got), argmax(want), "{onnx} row {r}: top-1 differs");
+        assert!(e <= 1e-4, "{onnx} ({packing:?}, {}) row {r}: relative L2 error {e:e}", s.isa());
+        assert_eq!(argmax(got), argmax(want), "{onnx} ({packing:?}, {}) row {r}: top-1 differs", s.isa());
     }
-    println!("{onnx}: {rows} rows, worst relative L2 error {worst:e}, ISA {:?}", s.isa());
+    println!("{onnx} ({packing:?}, {}, {} threads): {rows} rows, worst relative L2 {worst:e}", s.isa(), s.threads());
     drop(s);
     model
+}
+
+/// Every reference row through the fast kernels at the best ISA tier and at the generic tier
+/// (their scalar twins), and through the direct reference kernels (`rows_ref` rows).
+fn check(data: &Path, onnx: &str, refs: &str, rows_ref: Option<usize>) -> resq::Model {
+    let generic = resq::Options::default().threads(1).max_isa(resq::Isa::Generic);
+    check_with(data, onnx, refs, Packing::Fast, generic, None);
+    check_with(data, onnx, refs, Packing::Reference, resq::Options::default().threads(2), rows_ref);
+    check_with(data, onnx, refs, Packing::Fast, resq::Options::default().threads(2), None)
+}
+
+fn algos(m: &resq::Model) -> Vec<&'static str> {
+    m.ops().iter().filter(|o| o.kind == "Conv2d" || o.kind == "Linear").map(|o| o.algo).collect()
 }
 
 fn kinds(m: &resq::Model) -> Vec<String> {
@@ -50,7 +72,11 @@ fn kinds(m: &resq::Model) -> Vec<String> {
 #[test]
 fn resnet20_matches_onnxruntime() {
     let Some(data) = common::data_dir("resnet20_matches_onnxruntime") else { return };
-    let m = check(&data, "models/cifar10-resnet20/resnet20.onnx", "resnet20");
+    let m = check(&data, "models/cifar10-resnet20/resnet20.onnx", "resnet20", None);
+    let a = algos(&m);
+    // 19 convs: the 3-channel stem and the two stride-2 3x3s on the GEMM, 16 stride-1 3x3s on Winograd.
+    assert_eq!(a.iter().filter(|&&a| a == "winograd-f43").count(), 16, "3x3 stride-1 convs use Winograd: {a:?}");
+    assert!(!a.contains(&"direct"), "no layer left on the direct path: {a:?}");
     let k = kinds(&m);
     assert!(!k.iter().any(|k| k == "Add"), "residual adds must be fused: {k:?}");
     assert_eq!(k.iter().filter(|k| *k == "Conv2d").count(), 19);
@@ -64,7 +90,7 @@ fn resnet20_matches_onnxruntime() {
 #[test]
 fn resnet20_bn_folds_batchnorm() {
     let Some(data) = common::data_dir("resnet20_bn_folds_batchnorm") else { return };
-    let m = check(&data, "models/cifar10-resnet20/resnet20-bn.onnx", "resnet20-bn");
+    let m = check(&data, "models/cifar10-resnet20/resnet20-bn.onnx", "resnet20-bn", None);
     let k = kinds(&m);
     assert!(!k.iter().any(|k| k == "ChannelAffine"), "every BN must fold into its conv: {k:?}");
     assert!(!k.iter().any(|k| k == "Add"), "residual adds must be fused: {k:?}");
@@ -73,7 +99,11 @@ fn resnet20_bn_folds_batchnorm() {
 #[test]
 fn resnet50_matches_onnxruntime() {
     let Some(data) = common::data_dir("resnet50_matches_onnxruntime") else { return };
-    let m = check(&data, "models/imagenet-random/resnet50.onnx", "resnet50");
+    let m = check(&data, "models/imagenet-random/resnet50.onnx", "resnet50", Some(4));
+    let a = algos(&m);
+    // 16 bottleneck 3x3s, 3 of them stride 2 (v1.5): 13 on Winograd.
+    assert_eq!(a.iter().filter(|&&a| a == "winograd-f43").count(), 13, "the 3x3 stride-1 convs use Winograd: {a:?}");
+    assert!(!a.contains(&"direct"), "no layer left on the direct path: {a:?}");
     let k = kinds(&m);
     assert!(!k.iter().any(|k| k == "Add"), "residual adds must be fused: {k:?}");
     assert!(!k.iter().any(|k| k == "Activation"), "every Relu must be fused: {k:?}");
