@@ -64,6 +64,12 @@ impl Program {
         self.tensors.iter().filter_map(|t| t.bytes.as_ref()).map(|b| b.len()).sum()
     }
 
+    /// Model parameters: the logical element count of every constant (packed layouts carry
+    /// padding and Winograd weights 4x the values, so bytes / 4 would overstate it).
+    pub fn param_count(&self) -> usize {
+        self.tensors.iter().filter(|t| t.bytes.is_some()).map(|t| t.dims.iter().product::<usize>()).sum()
+    }
+
     /// Emit the records into a builder (metadata is set by the caller); the payloads move
     /// into the builder.
     pub fn emit(&mut self, b: &mut FileBuilder) -> Vec<u32> {

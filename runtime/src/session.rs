@@ -30,7 +30,7 @@ impl Options {
         Self::default()
     }
 
-    /// Number of threads; 0 (the default) = `std::thread::available_parallelism()`.
+    /// Number of threads; 0 (the default) = one per physical core ([`physical_cores`]).
     pub fn threads(mut self, n: usize) -> Self {
         self.threads = n;
         self
@@ -64,10 +64,46 @@ impl std::fmt::Debug for Session<'_> {
     }
 }
 
+/// Physical cores available to this process: on Linux, the distinct (package, core) pairs of
+/// the online CPUs (capped by `available_parallelism()`, which honours affinity and cgroup
+/// limits), read from `/sys/devices/system/cpu/cpuN/topology` (SMT
+/// siblings share a core's FMA units, so a second thread per core only adds contention to
+/// these compute-bound kernels); elsewhere, or when that fails,
+/// `std::thread::available_parallelism()`. Read once per process.
+pub fn physical_cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| {
+        let logical = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        linux_physical_cores().filter(|&n| n >= 1).map_or(logical, |n| n.min(logical))
+    })
+}
+
+#[cfg(target_os = "linux")]
+fn linux_physical_cores() -> Option<usize> {
+    let read = |cpu: usize, f: &str| {
+        std::fs::read_to_string(format!("/sys/devices/system/cpu/cpu{cpu}/topology/{f}")).ok()?.trim().parse::<i64>().ok()
+    };
+    let online = std::fs::read_to_string("/sys/devices/system/cpu/online").ok()?;
+    let mut cores = std::collections::BTreeSet::new();
+    for range in online.trim().split(',') {
+        let (a, b) = range.split_once('-').unwrap_or((range, range));
+        let (a, b) = (a.parse::<usize>().ok()?, b.parse::<usize>().ok()?);
+        for cpu in a..=b.min(a + 4096) {
+            cores.insert((read(cpu, "physical_package_id")?, read(cpu, "core_id")?));
+        }
+    }
+    Some(cores.len())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn linux_physical_cores() -> Option<usize> {
+    None
+}
+
 impl<'m> Session<'m> {
     pub(crate) fn new(model: &'m Model, options: Options) -> Result<Session<'m>> {
         let threads = match options.threads {
-            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            0 => physical_cores(),
             n => n,
         };
         let isa = match options.max_isa {
@@ -302,5 +338,19 @@ impl Drop for Driver {
     fn drop(&mut self) {
         self.shared.shutdown.store(true, Ordering::Release);
         self.worker.unpark();
+    }
+}
+
+#[cfg(test)]
+mod core_count_tests {
+    #[test]
+    fn physical_cores_is_between_one_and_the_logical_count() {
+        let logical = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let physical = super::physical_cores();
+        assert!((1..=logical).contains(&physical), "{physical} physical of {logical} logical");
+        #[cfg(target_os = "linux")]
+        if let Some(n) = super::linux_physical_cores() {
+            assert!(n >= 1);
+        }
     }
 }

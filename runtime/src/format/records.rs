@@ -1,4 +1,4 @@
-//! The on-disk records of a `.resq` file (format version 1.0), byte for byte.
+//! The on-disk records of a `.resq` file (format version 1.1), byte for byte.
 //!
 //! Every record is `#[repr(C)]`, little-endian, `bytemuck::Pod` and has no implicit padding,
 //! so a record is read straight from the mapped file with `bytemuck::try_from_bytes` /
@@ -22,7 +22,7 @@ use bytemuck::{Pod, Zeroable};
 pub const MAGIC: [u8; 8] = *b"RESQ\0\r\n\x1a";
 /// A reader accepts files of its own major version and any minor version up to its own.
 pub const VERSION_MAJOR: u16 = 1;
-pub const VERSION_MINOR: u16 = 0;
+pub const VERSION_MINOR: u16 = 1;
 /// Alignment of every section and every constant payload, in bytes.
 pub const ALIGN: u64 = 64;
 /// Maximum tensor rank.
@@ -157,7 +157,8 @@ pub enum Layout {
     /// Convolution weights `dims = [O, KH, KW, I/groups]`, row-major.
     Ohwi = 2,
     /// GEMM weights packed in panels of 16 output channels: `dims = [O, KH, KW, I/groups]`
-    /// (logical), bytes `[groups][ceil(O_g/16)][KH*KW*I_g][16]`, zero padded (issue 3).
+    /// (logical), bytes `[groups][ceil(O_g/16)][KH*KW*I_g][16]`, zero padded. Linear weights
+    /// `dims = [N, K]` (since 1.1): the 1x1, one-group case.
     PackedN16 = 3,
     /// 3x3 stride-1 conv weights in the Winograd F(4x4,3x3) domain (`G·g·Gᵀ`, 6x6 per filter),
     /// `dims = [O, 3, 3, I]` (logical; groups must be 1), bytes `[36][ceil(O/16)][I][16]`, zero
@@ -367,7 +368,7 @@ pub struct PoolParams {
 /// No params.
 ///
 /// Linear: inputs `[x, weight, bias | NONE]`, outputs `[y]`. `x` F32 RowMajor `[M, K]`,
-/// `weight` constant F32 RowMajor `[N, K]`, `bias` constant F32 `[N]`, `y` `[M, N]`;
+/// `weight` constant F32 `[N, K]` RowMajor or PackedN16, `bias` constant F32 `[N]`, `y` `[M, N]`;
 /// `y = act(x · weightᵀ + bias)`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]

@@ -107,6 +107,7 @@ pub fn main(argv: &[OsString]) -> Result<(), CliError> {
                 Json::obj([
                     ("index", Json::uint(i)),
                     ("kind", Json::str(op.kind.to_string())),
+                    ("algo", Json::str(op.algo)),
                     ("name", Json::str(&op.name)),
                     ("median_ms", Json::Num(util::round_ms(ms))),
                     ("share", Json::Num(util::round_dp(share(ms), 6))),
@@ -140,18 +141,20 @@ pub fn main(argv: &[OsString]) -> Result<(), CliError> {
         }
         if per_layer {
             let kw = ops.iter().map(|o| o.kind.to_string().len()).max().unwrap_or(4).max(4);
+            let aw = ops.iter().map(|o| o.algo.len()).max().unwrap_or(4).max(4);
             let names: Vec<String> = ops.iter().map(|o| util::abbreviate(&o.name, NAME_WIDTH)).collect();
             let nw = names.iter().map(|n| n.chars().count()).max().unwrap_or(4).max(4);
             let _ = writeln!(
                 s,
-                "\n  {:>4}  {:<kw$}  {:<nw$}  {:>10}  {:>6}  {:>8}",
-                "#", "kind", "name", "median ms", "share", "GFLOP/s"
+                "\n  {:>4}  {:<kw$}  {:<aw$}  {:<nw$}  {:>10}  {:>6}  {:>8}",
+                "#", "kind", "algo", "name", "median ms", "share", "GFLOP/s"
             );
             for (i, ((op, name), &ms)) in ops.iter().zip(&names).zip(&op_medians).enumerate() {
                 let _ = writeln!(
                     s,
-                    "  {i:>4}  {:<kw$}  {name:<nw$}  {ms:>10.4}  {:>5.1}%  {:>8.2}",
+                    "  {i:>4}  {:<kw$}  {:<aw$}  {name:<nw$}  {ms:>10.4}  {:>5.1}%  {:>8.2}",
                     op.kind,
+                    op.algo,
                     share(ms) * 100.0,
                     gflops(op.macs, ms)
                 );

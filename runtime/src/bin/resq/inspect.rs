@@ -110,14 +110,15 @@ fn to_text(path: &Path, model: &Model) -> String {
     field("output", format!("{} f32", util::shape_str(&info.output_shape)));
 
     // Op table, columns sized to their contents.
-    let header = ["#", "kind", "name", "inputs", "outputs", "MACs", "params"];
-    let rows: Vec<[String; 7]> = ops
+    let header = ["#", "kind", "algo", "name", "inputs", "outputs", "MACs", "params"];
+    let rows: Vec<[String; 8]> = ops
         .iter()
         .enumerate()
         .map(|(i, op)| {
             [
                 i.to_string(),
                 op.kind.to_string(),
+                op.algo.to_string(),
                 util::abbreviate(&op.name, NAME_WIDTH),
                 shapes(&op.input_shapes),
                 shapes(&op.output_shapes),
@@ -132,11 +133,11 @@ fn to_text(path: &Path, model: &Model) -> String {
             *w = (*w).max(c.chars().count());
         }
     }
-    let line = |cells: [&str; 7]| {
+    let line = |cells: [&str; 8]| {
         let mut l = String::from(" ");
         for (i, (c, w)) in cells.iter().zip(width).enumerate() {
             // Numbers right-aligned, text left-aligned.
-            if i == 0 || i >= 5 {
+            if i == 0 || i >= 6 {
                 let _ = write!(l, " {c:>w$}");
             } else {
                 let _ = write!(l, " {c:<w$}");
@@ -147,7 +148,7 @@ fn to_text(path: &Path, model: &Model) -> String {
     let _ = writeln!(s, "\n  ops (shapes are physical: activations NHWC, conv weights OHWI; `--json` has full names)");
     let _ = writeln!(s, "{}", line(header));
     for r in &rows {
-        let _ = writeln!(s, "{}", line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5], &r[6]].map(String::as_str)));
+        let _ = writeln!(s, "{}", line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5], &r[6], &r[7]].map(String::as_str)));
     }
     let macs: u64 = ops.iter().map(|o| o.macs).sum();
     let _ = writeln!(
@@ -177,6 +178,7 @@ fn to_json(path: &Path, model: &Model) -> Json {
             ("name", Json::str(&op.name)),
             ("inputs", shape_list(&op.input_shapes)),
             ("outputs", shape_list(&op.output_shapes)),
+            ("algo", Json::str(op.algo)),
             ("macs", Json::Num(op.macs as f64)),
             ("param_bytes", Json::Num(op.param_bytes as f64)),
         ])
