@@ -282,24 +282,36 @@ fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
 fn run_reproduces_onnx_runtime_logits() {
     let Some(data) = data_dir("run_reproduces_onnx_runtime_logits") else { return };
     let dir = scratch("run-refs");
-    let out = dir.join("logits.npy");
-    let input = data.join("refs/resnet20/input.npy");
-    let o = resq(&[
-        "run".as_ref(),
-        resnet20().as_os_str(),
-        "--input".as_ref(),
-        input.as_os_str(),
-        "--output".as_ref(),
-        out.as_os_str(),
-    ]);
-    assert_ok(&o, "run");
-    let (shape, got) = resq::npy::read_f32(&out).unwrap();
-    let (ref_shape, want) = resq::npy::read_f32(&data.join("refs/resnet20/logits.npy")).unwrap();
-    assert_eq!(shape, ref_shape);
-    let k = shape[1];
-    for (row, (g, w)) in got.chunks(k).zip(want.chunks(k)).enumerate() {
-        let e = rel_l2(g, w);
-        assert!(e <= 1e-4, "row {row}: relative L2 error {e}");
+    // Issue 2's bar: `resq run` on each reference model's input.npy gives logits within
+    // relative L2 1e-4 of ONNX Runtime's, with the same top-1, on every row.
+    for (refs, onnx) in [
+        ("resnet20", "models/cifar10-resnet20/resnet20.onnx"),
+        ("resnet20-bn", "models/cifar10-resnet20/resnet20-bn.onnx"),
+        ("resnet50", "models/imagenet-random/resnet50.onnx"),
+    ] {
+        let model = dir.join(format!("{refs}.resq"));
+        convert(&data.join(onnx), PreprocessPreset::None, None, &model);
+        let out = dir.join(format!("{refs}-logits.npy"));
+        let input = data.join(format!("refs/{refs}/input.npy"));
+        let o = resq(&[
+            "run".as_ref(),
+            model.as_os_str(),
+            "--input".as_ref(),
+            input.as_os_str(),
+            "--output".as_ref(),
+            out.as_os_str(),
+        ]);
+        assert_ok(&o, &format!("run {refs}"));
+        let (shape, got) = resq::npy::read_f32(&out).unwrap();
+        let (ref_shape, want) = resq::npy::read_f32(&data.join(format!("refs/{refs}/logits.npy"))).unwrap();
+        assert_eq!(shape, ref_shape, "{refs}");
+        let k = shape[1];
+        let argmax = |v: &[f32]| (0..v.len()).max_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap();
+        for (row, (g, w)) in got.chunks(k).zip(want.chunks(k)).enumerate() {
+            let e = rel_l2(g, w);
+            assert!(e <= 1e-4, "{refs} row {row}: relative L2 error {e}");
+            assert_eq!(argmax(g), argmax(w), "{refs} row {row}: top-1 differs");
+        }
     }
     let _ = std::fs::remove_dir_all(dir);
 }
