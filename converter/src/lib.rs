@@ -1,6 +1,8 @@
-//! resq-convert: converts trained ResNets (ONNX) into `.resq` files.
+//! resq-convert: converts trained ResNets (ONNX, PyTorch checkpoints, safetensors) into
+//! `.resq` files.
 //!
-//! Pipeline: [`onnx`] (protobuf) -> [`import`] (IR with concrete shapes, constants folded)
+//! Pipeline: [`onnx`] (protobuf) -> [`import`] (IR with concrete shapes, constants folded),
+//! or [`pytorch`] (checkpoint / safetensors tensors -> the architecture's IR graph)
 //! -> [`passes`] (BatchNorm folding, bias / residual / activation fusion) -> [`lower`]
 //! (physical layouts, weight packing) -> `resq::format::FileBuilder` -> [`write_atomic`].
 //!
@@ -18,6 +20,8 @@ pub mod ir;
 pub mod lower;
 pub mod onnx;
 pub mod passes;
+pub mod pytorch;
+pub mod safetensors_reader;
 
 pub use error::{ConvertError, UnsupportedNode};
 pub use lower::Packing;
@@ -111,6 +115,11 @@ pub struct ConvertOptions {
     pub batch: usize,
     /// Weight layouts: the fast kernels' (default) or the plain reference layouts.
     pub packing: Packing,
+    /// Checkpoints only: the architecture (`resnet20`, `resnet50`, ...); `None`: inferred
+    /// from the tensor names and shapes.
+    pub arch: Option<String>,
+    /// Checkpoints only: input height and width; `None`: 32x32 (CIFAR) or 224x224 (ImageNet).
+    pub input_size: Option<[usize; 2]>,
 }
 
 impl Default for ConvertOptions {
@@ -123,6 +132,8 @@ impl Default for ConvertOptions {
             freeze: Vec::new(),
             batch: 1,
             packing: Packing::Fast,
+            arch: None,
+            input_size: None,
         }
     }
 }
@@ -134,7 +145,10 @@ pub struct Summary {
     pub source: String,
     /// Ops by kind name.
     pub ops: BTreeMap<&'static str, usize>,
+    /// Model parameters (logical element count of the constants).
     pub param_count: usize,
+    /// Bytes of the stored weights as the kernels read them (packed layouts, Winograd domain).
+    pub param_bytes: usize,
     pub file_size: usize,
     pub preprocess: Option<PreprocessPreset>,
     /// True when the preset was guessed from the input size.
@@ -199,9 +213,24 @@ pub fn convert_onnx_bytes_with_summary(
     if opts.batch == 0 {
         return Err(ConvertError::Other("batch must be at least 1".into()));
     }
-    let mut g = onnx_to_ir(onnx_bytes, opts)?;
+    let g = onnx_to_ir(onnx_bytes, opts)?;
+    let file_name = Path::new(source_name).file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let source = format!("{file_name} (ONNX opset {}, producer {})", g.opset, g.producer);
+    ir_to_file(g, source_name, source, None, opts)
+}
+
+/// Lower a graph that went through the passes and write the `.resq` bytes. `default_preset`
+/// is used when `opts.preprocess` is `None` (else the preset is guessed from the input size).
+fn ir_to_file(
+    mut g: ir::Graph,
+    source_name: &str,
+    source: String,
+    default_preset: Option<PreprocessPreset>,
+    opts: &ConvertOptions,
+) -> Result<(Vec<u8>, Summary), ConvertError> {
     let mut prog = lower::lower(&g, opts.packing)?;
-    let param_count = prog.param_bytes() / 4;
+    let param_count = prog.param_count();
+    let param_bytes = prog.param_bytes();
     // The weights now live in the program: free the IR copies before the file is laid out.
     for t in &mut g.tensors {
         t.value = None;
@@ -216,17 +245,16 @@ pub fn convert_onnx_bytes_with_summary(
         }
     }
     let image_like = input_dims.len() == 4 && input_dims[1] == 3;
-    let (preset, guessed) = match opts.preprocess {
-        Some(p) => (p, false),
-        None if !image_like => (PreprocessPreset::None, true),
-        None if input_dims[2] >= 128 => (PreprocessPreset::Imagenet, true),
-        None => (PreprocessPreset::Cifar, true),
+    let (preset, guessed) = match (opts.preprocess, default_preset) {
+        (Some(p), _) => (p, false),
+        (None, Some(p)) => (p, false),
+        (None, None) if !image_like => (PreprocessPreset::None, true),
+        (None, None) if input_dims[2] >= 128 => (PreprocessPreset::Imagenet, true),
+        (None, None) => (PreprocessPreset::Cifar, true),
     };
     let name = opts.name.clone().unwrap_or_else(|| {
         Path::new(source_name).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into())
     });
-    let file_name = Path::new(source_name).file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let source = format!("{file_name} (ONNX opset {}, producer {})", g.opset, g.producer);
 
     let mut b = FileBuilder::new();
     let ids = prog.emit(&mut b);
@@ -276,6 +304,7 @@ pub fn convert_onnx_bytes_with_summary(
         source,
         ops,
         param_count,
+        param_bytes,
         file_size: bytes.len(),
         preprocess: Some(preset),
         preprocess_guessed: guessed,
@@ -292,10 +321,102 @@ pub fn convert_onnx_bytes(onnx: &[u8], source_name: &str, opts: &ConvertOptions)
     convert_onnx_bytes_with_summary(onnx, source_name, opts).map(|(b, _)| b)
 }
 
-/// Convert an ONNX file (it is only read).
+/// Read a PyTorch checkpoint (`.pth`, `.pt`, `.th`, `.tar`: zip or legacy format) or a
+/// safetensors file into its (prefix-stripped) state dict.
+pub fn load_state_dict(
+    bytes: &[u8],
+    kind: pytorch::FileKind,
+    source_name: &str,
+) -> Result<pytorch::StateDict, ConvertError> {
+    let r = match kind {
+        pytorch::FileKind::Safetensors => safetensors_reader::load(bytes),
+        _ => pytorch::checkpoint::load(bytes),
+    };
+    r.map_err(|e| {
+        let what = if kind == pytorch::FileKind::Safetensors { "safetensors file" } else { "PyTorch checkpoint" };
+        ConvertError::Other(format!("{source_name}: cannot read it as a {what}: {e}"))
+    })
+}
+
+/// Build the graph of a state dict (architecture from `opts.arch` or inferred), run the passes.
+/// Returns the graph and the architecture.
+pub fn state_dict_to_ir(
+    sd: &pytorch::StateDict,
+    opts: &ConvertOptions,
+) -> Result<(ir::Graph, pytorch::Arch), ConvertError> {
+    let arch = match &opts.arch {
+        Some(name) => {
+            let want = pytorch::Arch::parse(name).map_err(ConvertError::Other)?;
+            if let Ok(found) = pytorch::infer_arch(sd) {
+                if found != want {
+                    return Err(ConvertError::InvalidModel(format!(
+                        "--arch {} does not match the checkpoint, which holds a {} ({:?} blocks {:?})",
+                        want.name(),
+                        found.name(),
+                        found.block,
+                        found.blocks
+                    )));
+                }
+            }
+            want
+        }
+        None => pytorch::infer_arch(sd).map_err(ConvertError::InvalidModel)?,
+    };
+    let hw = opts.input_size.unwrap_or_else(|| arch.default_input());
+    let mut g = pytorch::build_graph(sd, &arch, opts.batch, hw)?;
+    passes::run(&mut g);
+    Ok((g, arch))
+}
+
+/// Convert a checkpoint or safetensors file's bytes; also returns the summary.
+pub fn convert_checkpoint_bytes_with_summary(
+    bytes: &[u8],
+    kind: pytorch::FileKind,
+    source_name: &str,
+    opts: &ConvertOptions,
+) -> Result<(Vec<u8>, Summary), ConvertError> {
+    if opts.precision != Precision::Fp32 {
+        return Err(ConvertError::Precision(opts.precision.name().into()));
+    }
+    if opts.batch == 0 {
+        return Err(ConvertError::Other("batch must be at least 1".into()));
+    }
+    let sd = load_state_dict(bytes, kind, source_name)?;
+    let (g, arch) = state_dict_to_ir(&sd, opts)?;
+    let file_name = Path::new(source_name).file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let stripped = if sd.stripped_prefix.is_empty() {
+        String::new()
+    } else {
+        format!(", prefix '{}' removed", sd.stripped_prefix)
+    };
+    let source = format!("{file_name} ({}{stripped}, arch {})", sd.format, arch.name());
+    let preset = match arch.kind {
+        pytorch::ArchKind::Cifar => PreprocessPreset::Cifar,
+        pytorch::ArchKind::Imagenet => PreprocessPreset::Imagenet,
+    };
+    ir_to_file(g, source_name, source, Some(preset), opts)
+}
+
+/// Convert any supported file's bytes, choosing the reader by the name's extension (`.onnx`;
+/// `.pth`/`.pt`/`.th`/`.tar`/`.ckpt`/`.bin`; `.safetensors`) or, for other names, the content.
+pub fn convert_bytes_with_summary(
+    bytes: &[u8],
+    source_name: &str,
+    opts: &ConvertOptions,
+) -> Result<(Vec<u8>, Summary), ConvertError> {
+    match pytorch::file_kind(Path::new(source_name), &bytes[..bytes.len().min(16)]) {
+        pytorch::FileKind::Onnx if opts.arch.is_some() || opts.input_size.is_some() => Err(ConvertError::Other(
+            format!("{source_name}: --arch and --input-size apply to checkpoints; an ONNX model defines both itself"),
+        )),
+        pytorch::FileKind::Onnx => convert_onnx_bytes_with_summary(bytes, source_name, opts),
+        kind => convert_checkpoint_bytes_with_summary(bytes, kind, source_name, opts),
+    }
+}
+
+/// Convert an ONNX model, PyTorch checkpoint or safetensors file (it is only read).
 pub fn convert_file(input: &Path, opts: &ConvertOptions) -> Result<Vec<u8>, ConvertError> {
     let bytes = std::fs::read(input).map_err(|source| ConvertError::Io { path: input.to_path_buf(), source })?;
-    convert_onnx_bytes(&bytes, &input.to_string_lossy(), opts)
+    convert_bytes_with_summary(&bytes, &input.to_string_lossy(), opts).map(|(b, _)| b)
 }
 
 /// Write `bytes` to `path` atomically: a temporary file in the same directory, fsync, rename

@@ -1,18 +1,24 @@
-//! `resq-convert INPUT.onnx -o OUT.resq [options]`: converts an ONNX ResNet into a `.resq`
-//! file. Errors exit with status 1, usage errors with status 2.
+//! `resq-convert INPUT -o OUT.resq [options]`: converts an ONNX ResNet, a PyTorch checkpoint
+//! (`.pth`/`.pt`/`.th`/`.tar`) or a safetensors file into a `.resq` file. Errors exit with
+//! status 1, usage errors with status 2.
 
 use clap::Parser;
 use resq_convert::{
-    convert_onnx_bytes_with_summary, parse_preset, preset_name, write_atomic, ConvertError, ConvertOptions,
-    FrozenTensor, Packing, Precision, Summary,
+    convert_bytes_with_summary, parse_preset, preset_name, write_atomic, ConvertError, ConvertOptions, FrozenTensor,
+    Packing, Precision, Summary,
 };
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(name = "resq-convert", version, about = "Convert a trained ResNet (ONNX) into a .resq file")]
+#[command(
+    name = "resq-convert",
+    version,
+    about = "Convert a trained ResNet (ONNX, PyTorch checkpoint or safetensors) into a .resq file"
+)]
 struct Cli {
-    /// The ONNX model to convert (only read, never modified).
+    /// The model to convert (only read, never modified): `.onnx`, a PyTorch checkpoint
+    /// (`.pth`, `.pt`, `.th`, `.tar`; zip or legacy format) or `.safetensors`.
     input: PathBuf,
     /// Where to write the .resq file (written atomically).
     #[arg(short, long)]
@@ -39,6 +45,24 @@ struct Cli {
     /// the packed layouts of the fast kernels (for checking the fast path; much slower).
     #[arg(long)]
     reference_kernels: bool,
+    /// Checkpoints: the architecture (resnet20/32/44/56/110 for CIFAR, resnet18/34/50/101/152
+    /// for torchvision); default: inferred from the tensor names and shapes.
+    #[arg(long)]
+    arch: Option<String>,
+    /// Checkpoints: input size `H` or `HxW` (default 32 for CIFAR, 224 for ImageNet).
+    #[arg(long, value_name = "H[xW]")]
+    input_size: Option<String>,
+}
+
+fn parse_input_size(s: &str) -> Result<[usize; 2], ConvertError> {
+    let bad = || ConvertError::Other(format!("--input-size '{s}': expected H or HxW, e.g. 224 or 32x32"));
+    let (h, w) = s.split_once(['x', 'X']).unwrap_or((s, s));
+    let h: usize = h.trim().parse().map_err(|_| bad())?;
+    let w: usize = w.trim().parse().map_err(|_| bad())?;
+    if h == 0 || w == 0 || h > 8192 || w > 8192 {
+        return Err(bad());
+    }
+    Ok([h, w])
 }
 
 fn options(cli: &Cli) -> Result<ConvertOptions, ConvertError> {
@@ -70,6 +94,8 @@ fn options(cli: &Cli) -> Result<ConvertOptions, ConvertError> {
         freeze,
         batch: cli.batch as usize,
         packing: if cli.reference_kernels { Packing::Reference } else { Packing::Fast },
+        arch: cli.arch.clone(),
+        input_size: cli.input_size.as_deref().map(parse_input_size).transpose()?,
     })
 }
 
@@ -86,7 +112,7 @@ fn summary_text(s: &Summary, out: &std::path::Path) -> String {
     let st = &s.stats;
     format!(
         "Wrote {} ({} bytes): model '{}' from {}; input {:?} NCHW f32, output {:?}; {total} ops ({}); \
-         {} parameters ({:.2} MB); folded {} constant nodes, {} BatchNorm into convs ({} as ChannelAffine), \
+         {} parameters ({:.2} MB as packed for the kernels); folded {} constant nodes, {} BatchNorm into convs ({} as ChannelAffine), \
          fused {} residual adds, {} activations, {} biases; removed {} identity/merged nodes; preprocessing {pre}.",
         out.display(),
         s.file_size,
@@ -96,7 +122,7 @@ fn summary_text(s: &Summary, out: &std::path::Path) -> String {
         s.output_dims,
         ops.join(", "),
         s.param_count,
-        s.param_count as f64 * 4.0 / 1e6,
+        s.param_bytes as f64 / 1e6,
         st.folded_nodes,
         st.bn_folded,
         st.bn_affine,
@@ -116,7 +142,7 @@ fn run(cli: &Cli) -> Result<(), ConvertError> {
     let opts = options(cli)?;
     let bytes = std::fs::read(&cli.input).map_err(|source| ConvertError::Io { path: cli.input.clone(), source })?;
     let (out, summary) =
-        convert_onnx_bytes_with_summary(&bytes, &cli.input.to_string_lossy(), &opts).map_err(|e| match e {
+        convert_bytes_with_summary(&bytes, &cli.input.to_string_lossy(), &opts).map_err(|e| match e {
             ConvertError::Decode { detail, .. } => {
                 ConvertError::Decode { what: cli.input.display().to_string(), detail }
             }

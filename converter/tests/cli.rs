@@ -5,8 +5,9 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
+/// The `resq-convert` binary (through the target's runner when cross-testing under qemu).
 fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_resq-convert"))
+    common::target_command(env!("CARGO_BIN_EXE_resq-convert"))
 }
 
 fn temp_dir(tag: &str) -> PathBuf {
