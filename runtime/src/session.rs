@@ -81,7 +81,11 @@ pub fn physical_cores() -> usize {
 #[cfg(target_os = "linux")]
 fn linux_physical_cores() -> Option<usize> {
     let read = |cpu: usize, f: &str| {
-        std::fs::read_to_string(format!("/sys/devices/system/cpu/cpu{cpu}/topology/{f}")).ok()?.trim().parse::<i64>().ok()
+        std::fs::read_to_string(format!("/sys/devices/system/cpu/cpu{cpu}/topology/{f}"))
+            .ok()?
+            .trim()
+            .parse::<i64>()
+            .ok()
     };
     let online = std::fs::read_to_string("/sys/devices/system/cpu/online").ok()?;
     let mut cores = std::collections::BTreeSet::new();
