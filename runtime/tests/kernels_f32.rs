@@ -420,6 +420,10 @@ fn winograd_cases(rng: &mut Rng) -> Vec<Case> {
     // Several tile blocks and output-channel chunks.
     cases.push(Case::new(rng, geom(1, (30, 29), (8, 72), (3, 3), 1, [1; 4], 1, 1), true, true, Act::Relu));
     cases.push(Case::new(rng, geom(2, (14, 14), (64, 64), (3, 3), 1, [1; 4], 1, 1), true, true, Act::Relu));
+    // Interior tiles (the AVX2 transform's unmasked path) next to border ones, with channel
+    // tails of fewer than 8 lanes on both sides, and small-channel blocks of 12 tiles.
+    cases.push(Case::new(rng, geom(1, (21, 18), (19, 21), (3, 3), 1, [1, 2, 0, 1], 1, 1), true, true, Act::Relu));
+    cases.push(Case::new(rng, geom(1, (32, 32), (16, 16), (3, 3), 1, [1; 4], 1, 1), true, true, Act::Relu));
     cases
 }
 

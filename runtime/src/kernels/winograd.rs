@@ -10,14 +10,18 @@
 //! ```
 //!
 //! Blocking: a task takes a block of `tb` tiles (sized so its transformed input `36 x tb x C`
-//! and one 64-channel slice of M stay around L2 size), transforms them into scratch
-//! (`V[36][tb][C]`), then for each 64-output-channel chunk runs the 36 GEMMs with the 6x16
-//! micro-kernel into `M[36][tb][64]` and applies the output transform with the fused
+//! and one 64-channel slice of M stay around 64 KiB, i.e. in L1/L2), transforms them into
+//! scratch (`V[36][tb][C]`), then for each 64-output-channel chunk runs the 36 GEMMs with the
+//! 6x16 micro-kernel into `M[36][tb][64]` and applies the output transform with the fused
 //! epilogue straight into `y`, writing only the pixels inside the output (partial tiles at the
 //! right/bottom edges). Channels are processed 8 at a time (an NHWC pixel's channels are
-//! contiguous); the transforms are one body over `[f32; 8]` lanes, compiled once as the generic
-//! twin and once inside an `avx2,fma` function (where the lanes become ymm registers; the
-//! transforms use no FMA, so both give identical values).
+//! contiguous). The generic transforms are one body over `[f32; 8]` lanes; the AVX2 twins
+//! (`x86_64::winograd_f43__avx2_fma`) hold a tile's 8-channel slice in ymm registers, read
+//! interior tiles without bounds checks and fuse the constant multiplies into FMAs (the
+//! `[f32; 8]` body compiled for AVX2 spent most of its time in `memcpy`/`memset` of its
+//! 1 KiB stack arrays: ResNet-20's 16@32x32 layer 71 -> 43 us, 64@56 1.61 -> 1.06 ms).
+//! Smaller tile blocks (the budget was 256 KiB) then took 16@32x32 from 43 to 35 us and
+//! 32@16x16 from 30 to 25 us (1 thread, best of 7 in thread CPU time).
 //!
 //! Threads: tile blocks (and, when there are few, 64-channel chunks) are split statically; an
 //! output element's value does not depend on the split, so results are bit-identical for any
@@ -41,8 +45,8 @@ fn supported(g: &ConvGeom) -> bool {
 /// Whether `conv2d_winograd` should be used for `g` rather than `conv2d_packed`.
 ///
 /// Measured on the 2-core AMD EPYC (Zen 3, ~2.45 GHz, shared with other jobs) dev box,
-/// 1 thread, AVX2, best of 11 runs, bias + residual + ReLU fused; GFLOP/s counted as 2 x
-/// direct MACs / s, packed vs Winograd:
+/// 1 thread, AVX2, bias + residual + ReLU fused; GFLOP/s counted as 2 x direct MACs / s,
+/// packed vs Winograd. First round (best of 11, wall time):
 /// - ResNet-50 3x3: 64@56x56 88 vs 179, 128@28 91 vs 231, 256@14 93 vs 216, 512@7 83 vs 98.
 ///   512@7 is the doubtful one (4 tiles per image, 36 MiB of transformed weights, 4x the
 ///   direct ones and more than the L3), so it was also timed with cold caches (96 MiB flushed
@@ -50,6 +54,10 @@ fn supported(g: &ConvGeom) -> bool {
 /// - ResNet-20 3x3: 16@32x32 64 vs 70, 32@16 80 vs 114, 64@8 89 vs 166.
 /// - Few channels: 8->8@32 22 vs 29, 16->8@32 29 vs 41, but 3->16@32 (ResNet-20's stem) 29
 ///   vs 16.
+///
+/// Second round, with the AVX2 register transforms (best of 7 in thread CPU time, the box
+/// loaded by other jobs): ResNet-20 16@32 60 vs 136, 32@16 78 vs 186, 64@8 88 vs 212;
+/// 3->16@32 29 vs 27 (still packed); ResNet-50 512@7 70 vs 73 (still Winograd).
 ///
 /// Hence: Winograd whenever it applies and both channel counts are >= 8.
 pub fn prefer_winograd(g: &ConvGeom) -> bool {
@@ -61,8 +69,8 @@ fn blocking(g: &ConvGeom) -> (usize, usize, usize, usize) {
     let th = g.out_h.div_ceil(4);
     let tw = g.out_w.div_ceil(4);
     let och = g.out_c.div_ceil(NR).min(OCH) * NR;
-    // ~256 KiB for V and one M chunk.
-    let tb = ((64 * 1024) / (36 * (g.in_c + och)) / MR * MR).clamp(MR, 8 * MR);
+    // ~64 KiB for V and one M chunk (at least one 6-tile row of the micro-kernel).
+    let tb = ((16 * 1024) / (36 * (g.in_c + och)) / MR * MR).clamp(MR, 8 * MR);
     let tb = tb.min(g.n * th * tw);
     (th, tw, tb, 36 * tb * (g.in_c + och))
 }
@@ -323,23 +331,28 @@ fn input_tile(g: &ConvGeom, x: &[f32], b: usize, ty: usize, tx: usize, v: &mut [
 /// # Safety
 /// The CPU must support AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn input_tile_avx2(g: &ConvGeom, x: &[f32], b: usize, ty: usize, tx: usize, v: &mut [f32], j: usize, tb: usize) {
-    input_tile_body(g, x, b, ty, tx, v, j, tb)
+    let (x_len, v_len) = (g.x_len(), 36 * tb * g.in_c);
+    if x.len() < x_len || v.len() < v_len || j >= tb || ty * 4 >= g.out_h || tx * 4 >= g.out_w || b >= g.n {
+        debug_assert!(false, "winograd input_tile_avx2: bad arguments");
+        return;
+    }
+    // SAFETY: lengths and indices checked just above; AVX2+FMA by the caller's contract.
+    unsafe { super::x86_64::winograd_f43__avx2_fma::input_tile(g, x.as_ptr(), b, ty, tx, v.as_mut_ptr(), j, tb) }
 }
 
 /// Where an output tile goes: image `b`, tile `(ty, tx)`, column `j` of the M buffer
 /// (`M[36][tb][ocw]`), output channels `c0..c1` (M column 0 is channel `c0`).
-struct OutTile {
-    b: usize,
-    ty: usize,
-    tx: usize,
-    j: usize,
-    tb: usize,
-    ocw: usize,
-    c0: usize,
-    c1: usize,
+pub(crate) struct OutTile {
+    pub(crate) b: usize,
+    pub(crate) ty: usize,
+    pub(crate) tx: usize,
+    pub(crate) j: usize,
+    pub(crate) tb: usize,
+    pub(crate) ocw: usize,
+    pub(crate) c0: usize,
+    pub(crate) c1: usize,
 }
 
 /// Output transform of one tile with the fused epilogue, written to the valid pixels of `y`.
@@ -414,8 +427,11 @@ unsafe fn output_tile(g: &ConvGeom, o: &OutTile, mbuf: &[f32], ep: &Epilogue, y:
 /// # Safety
 /// As [`output_tile_body`], and the CPU must support AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
 unsafe fn output_tile_avx2(g: &ConvGeom, o: &OutTile, mbuf: &[f32], ep: &Epilogue, y: SyncPtr) {
-    // SAFETY: forwarded contract.
-    unsafe { output_tile_body(g, o, mbuf, ep, y) }
+    if mbuf.len() < 36 * o.tb * o.ocw || o.j >= o.tb || o.c1 - o.c0 > o.ocw || o.ocw % 8 != 0 {
+        debug_assert!(false, "winograd output_tile_avx2: bad M buffer");
+        return;
+    }
+    // SAFETY: forwarded contract (M buffer extent checked above).
+    unsafe { super::x86_64::winograd_f43__avx2_fma::output_tile(g, o, mbuf.as_ptr(), ep, y) }
 }

@@ -2,3 +2,5 @@
 
 #[allow(non_snake_case)]
 pub mod gemm_f32_6x16__avx2_fma;
+#[allow(non_snake_case)]
+pub mod winograd_f43__avx2_fma;
