@@ -31,10 +31,11 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 py="$venv/bin/python"
 (cd "$root" && cargo build --release -q -p resq -p resq-convert)
-resq="$root/target/release/resq"
+tdir=${CARGO_TARGET_DIR:-$root/target}
+resq="$tdir/release/resq"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-"$root/target/release/resq-convert" "$model" -o "$out/model.resq" --preprocess "$pre" >/dev/null
+"$tdir/release/resq-convert" "$model" -o "$out/model.resq" --preprocess "$pre" >/dev/null
 field() { "$py" -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
 median() { "$py" -c "import statistics,sys; print('%.3f' % statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
 echo "model: $(basename "$model")  cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)  date: $(date -u +%F)"
