@@ -131,6 +131,26 @@ impl ConvGeom {
     }
 }
 
+/// The slice-length contract shared by the conv entry points (each `(slice, needed length)`;
+/// a needed weight length of 0 means the geometry has no valid packing). Checked once per
+/// call so nothing below reads or writes out of bounds even if the caller is wrong.
+pub(crate) fn slices_fit(
+    g: &ConvGeom,
+    x: (&[f32], usize),
+    w: (&[f32], usize),
+    ep: &Epilogue,
+    y: (&[f32], usize),
+    scratch: (&[f32], usize),
+) -> bool {
+    x.0.len() >= x.1
+        && y.0.len() >= y.1
+        && w.1 != 0
+        && w.0.len() >= w.1
+        && ep.bias.is_none_or(|b| b.len() >= g.out_c)
+        && ep.residual.is_none_or(|r| r.len() >= y.1)
+        && scratch.0.len() >= scratch.1
+}
+
 /// One micro-kernel call: `C = act(A · B (+ C) + bias + residual)` on an `m x n` tile
 /// (`m <= 6`, `n <= 16`).
 ///
@@ -313,14 +333,7 @@ pub fn conv2d_packed(
     let k = g.kh * g.kw * i_g;
     let w_len = super::pack::packed_n16_len(g.out_c, g.kh, g.kw, i_g, g.groups);
     let (mb, per) = packed_blocking(g);
-    let ok = x.len() >= x_len
-        && y.len() >= y_len
-        && w_len != 0
-        && w.len() >= w_len
-        && ep.bias.is_none_or(|b| b.len() >= g.out_c)
-        && ep.residual.is_none_or(|r| r.len() >= y_len)
-        && scratch.len() >= per;
-    if !ok {
+    if !slices_fit(g, (x, x_len), (w, w_len), ep, (y, y_len), (scratch, per)) {
         debug_assert!(false, "conv2d_packed: slice lengths do not match {g:?}");
         return;
     }

@@ -112,14 +112,7 @@ pub fn conv2d_winograd(
     };
     let (th, tw, tb, per) = blocking(g);
     let w_len = super::pack::winograd_f43_len(g.out_c, g.in_c);
-    let ok = x.len() >= x_len
-        && y.len() >= y_len
-        && w_len != 0
-        && w.len() >= w_len
-        && ep.bias.is_none_or(|b| b.len() >= g.out_c)
-        && ep.residual.is_none_or(|r| r.len() >= y_len)
-        && scratch.len() >= per;
-    if !ok {
+    if !super::gemm::slices_fit(g, (x, x_len), (w, w_len), ep, (y, y_len), (scratch, per)) {
         debug_assert!(false, "conv2d_winograd: slice lengths do not match {g:?}");
         return;
     }
