@@ -340,9 +340,18 @@ fn plan_model(v: &FileView, ops: &[PreparedOp]) -> Result<Parts> {
     last[v.meta.output_tensor as usize] = steps_end;
     let ids: Vec<usize> = (0..nt).filter(|&t| first[t] != usize::MAX).collect();
     let mut intervals = Vec::with_capacity(ids.len());
+    // Sizes in u64, and their sum bounds every offset the planner can produce: on 32-bit
+    // targets (armv7) the shapes a file declares could otherwise overflow usize here or there.
+    let too_big = || Error::format("the activations need more memory than this target can address", None);
+    let mut total = 0u64;
     for &t in &ids {
-        let elems = reader::element_count(&v.tensors[t]).unwrap_or(0) as usize;
-        intervals.push(Interval { size: elems * 4, first: first[t], last: last[t].max(first[t]) });
+        let bytes = reader::element_count(&v.tensors[t]).unwrap_or(0).saturating_mul(4);
+        total = total.saturating_add(bytes.next_multiple_of(ALIGN));
+        let size = usize::try_from(bytes).map_err(|_| too_big())?;
+        intervals.push(Interval { size, first: first[t], last: last[t].max(first[t]) });
+    }
+    if total > isize::MAX as u64 {
+        return Err(too_big());
     }
     let p = plan::plan(&intervals, ALIGN as usize);
     let mut slot = vec![None; nt];

@@ -56,15 +56,16 @@ pub fn prepare_rgb8(rgb: &[u8], width: usize, height: usize, p: &Preprocess, out
             p.resize_shorter
         )));
     }
-    let expected_in = width * height * 3;
-    if rgb.len() != expected_in {
+    // u64: with sides up to MAX_SIDE these products overflow a 32-bit usize (armv7).
+    let expected_in = width as u64 * height as u64 * 3;
+    if rgb.len() as u64 != expected_in {
         return Err(err(format!(
             "RGB buffer has {} bytes, a {width}x{height} RGB8 image needs {expected_in}",
             rgb.len()
         )));
     }
-    let expected_out = 3 * out_w * out_h;
-    if out_nchw.len() != expected_out {
+    let expected_out = 3 * out_w as u64 * out_h as u64;
+    if out_nchw.len() as u64 != expected_out {
         return Err(err(format!(
             "output buffer has {} values, a 3x{out_h}x{out_w} input needs {expected_out}",
             out_nchw.len()
@@ -123,10 +124,13 @@ pub fn resized_size(width: usize, height: usize, shorter: usize, out_w: usize, o
     }
     let (w, h) = (width as u64, height as u64);
     let s = shorter as u64;
+    // Saturating to usize (the long side can exceed u32 on 32-bit targets): callers refuse
+    // sides above MAX_SIDE.
+    let side = |v: u64| usize::try_from(v.max(1)).unwrap_or(usize::MAX);
     if w <= h {
-        (shorter, ((s * h) / w).max(1) as usize)
+        (shorter, side((s * h) / w))
     } else {
-        (((s * w) / h).max(1) as usize, shorter)
+        (side((s * w) / h), shorter)
     }
 }
 
@@ -212,15 +216,14 @@ pub fn resize_bilinear_rgb8(rgb: &[u8], width: usize, height: usize, new_w: usiz
     if width > MAX_SIDE || height > MAX_SIDE || new_w > MAX_SIDE || new_h > MAX_SIDE {
         return Err(err(format!("cannot resize {width}x{height} to {new_w}x{new_h}: sides above {MAX_SIDE}")));
     }
-    if rgb.len() != width * height * 3 {
-        return Err(err(format!(
-            "RGB buffer has {} bytes, a {width}x{height} image needs {}",
-            rgb.len(),
-            width * height * 3
-        )));
+    // u64: with sides up to MAX_SIDE these products overflow a 32-bit usize (armv7).
+    let expected_in = width as u64 * height as u64 * 3;
+    if rgb.len() as u64 != expected_in {
+        return Err(err(format!("RGB buffer has {} bytes, a {width}x{height} image needs {expected_in}", rgb.len())));
     }
     // The output, and the horizontal pass's rows (at most `height` of them).
-    if new_w * new_h > MAX_PIXELS || new_w * height > MAX_PIXELS {
+    let (new_w64, max_px) = (new_w as u64, MAX_PIXELS as u64);
+    if new_w64 * new_h as u64 > max_px || new_w64 * height as u64 > max_px {
         return Err(err(format!(
             "resizing {width}x{height} to {new_w}x{new_h} needs more than {MAX_PIXELS} pixels of buffers"
         )));
