@@ -434,7 +434,7 @@ fn cli_converts_a_checkpoint_with_arch_and_input_size() {
     std::fs::write(&src, save_f32(&cifar_state_dict(3, 2)).unwrap()).unwrap();
     let out = dir.join("r20.resq");
     let bin = env!("CARGO_BIN_EXE_resq-convert");
-    let r = std::process::Command::new(bin)
+    let r = common::target_command(bin)
         .args([src.as_os_str(), "-o".as_ref(), out.as_os_str(), "--arch".as_ref(), "resnet20".as_ref()])
         .args(["--input-size", "40x48"])
         .output()
@@ -444,7 +444,7 @@ fn cli_converts_a_checkpoint_with_arch_and_input_size() {
     assert!(text.contains("arch resnet20") && text.contains("[1, 3, 40, 48]"), "{text}");
     let m = resq::Model::open(&out).unwrap();
     assert_eq!(m.info().input_dims, [1, 3, 40, 48]);
-    let r = std::process::Command::new(bin)
+    let r = common::target_command(bin)
         .args([src.as_os_str(), "-o".as_ref(), out.as_os_str(), "--input-size".as_ref(), "big".as_ref()])
         .output()
         .unwrap();

@@ -54,11 +54,21 @@ fn check_with(
 
 /// Every reference row through the fast kernels at the best ISA tier and at the generic tier
 /// (their scalar twins), and through the direct reference kernels (`rows_ref` rows).
-fn check(data: &Path, onnx: &str, refs: &str, rows_ref: Option<usize>) -> resq::Model {
+/// Emulated (qemu-user, where the scalar kernels run 20-50x slower than natively), each of the
+/// three passes checks only the first `rows_emulated` rows, with the same bar, so that this
+/// file stays within CI's time budget.
+fn check(data: &Path, onnx: &str, refs: &str, rows_ref: Option<usize>, rows_emulated: usize) -> resq::Model {
+    let cap = |rows: Option<usize>| {
+        if common::emulated() {
+            Some(rows.unwrap_or(usize::MAX).min(rows_emulated))
+        } else {
+            rows
+        }
+    };
     let generic = resq::Options::default().threads(1).max_isa(resq::Isa::Generic);
-    check_with(data, onnx, refs, Packing::Fast, generic, None);
-    check_with(data, onnx, refs, Packing::Reference, resq::Options::default().threads(2), rows_ref);
-    check_with(data, onnx, refs, Packing::Fast, resq::Options::default().threads(2), None)
+    check_with(data, onnx, refs, Packing::Fast, generic, cap(None));
+    check_with(data, onnx, refs, Packing::Reference, resq::Options::default().threads(2), cap(rows_ref));
+    check_with(data, onnx, refs, Packing::Fast, resq::Options::default().threads(2), cap(None))
 }
 
 fn algos(m: &resq::Model) -> Vec<&'static str> {
@@ -72,7 +82,7 @@ fn kinds(m: &resq::Model) -> Vec<String> {
 #[test]
 fn resnet20_matches_onnxruntime() {
     let Some(data) = common::data_dir("resnet20_matches_onnxruntime") else { return };
-    let m = check(&data, "models/cifar10-resnet20/resnet20.onnx", "resnet20", None);
+    let m = check(&data, "models/cifar10-resnet20/resnet20.onnx", "resnet20", None, 5);
     let a = algos(&m);
     // 19 convs: the 3-channel stem and the two stride-2 3x3s on the GEMM, 16 stride-1 3x3s on Winograd.
     assert_eq!(a.iter().filter(|&&a| a == "winograd-f43").count(), 16, "3x3 stride-1 convs use Winograd: {a:?}");
@@ -90,7 +100,7 @@ fn resnet20_matches_onnxruntime() {
 #[test]
 fn resnet20_bn_folds_batchnorm() {
     let Some(data) = common::data_dir("resnet20_bn_folds_batchnorm") else { return };
-    let m = check(&data, "models/cifar10-resnet20/resnet20-bn.onnx", "resnet20-bn", None);
+    let m = check(&data, "models/cifar10-resnet20/resnet20-bn.onnx", "resnet20-bn", None, 5);
     let k = kinds(&m);
     assert!(!k.iter().any(|k| k == "ChannelAffine"), "every BN must fold into its conv: {k:?}");
     assert!(!k.iter().any(|k| k == "Add"), "residual adds must be fused: {k:?}");
@@ -99,7 +109,7 @@ fn resnet20_bn_folds_batchnorm() {
 #[test]
 fn resnet50_matches_onnxruntime() {
     let Some(data) = common::data_dir("resnet50_matches_onnxruntime") else { return };
-    let m = check(&data, "models/imagenet-random/resnet50.onnx", "resnet50", Some(4));
+    let m = check(&data, "models/imagenet-random/resnet50.onnx", "resnet50", Some(4), 1);
     let a = algos(&m);
     // 16 bottleneck 3x3s, 3 of them stride 2 (v1.5): 13 on Winograd.
     assert_eq!(a.iter().filter(|&&a| a == "winograd-f43").count(), 13, "the 3x3 stride-1 convs use Winograd: {a:?}");

@@ -230,3 +230,43 @@ pub fn convert_shared(data: &std::path::Path, rel: &str) -> Vec<u8> {
     let opts = resq_convert::ConvertOptions::default();
     resq_convert::convert_file(&data.join(rel), &opts).unwrap_or_else(|e| panic!("converting {rel}: {e}"))
 }
+
+/// True when the tests run on a non-x86_64 target: in CI that means under qemu-user
+/// (aarch64 as a Cortex-A72/A76, armv7), where the portable scalar kernels run 20-50x slower
+/// than natively. Whole-model tests then check fewer rows/cases (every assertion and tolerance
+/// stays the same), so that each test file stays within CI's time budget.
+pub fn emulated() -> bool {
+    cfg!(not(target_arch = "x86_64"))
+}
+
+/// A `Command` that starts `bin`, a program built for this test's target. Cargo runs the test
+/// binaries of a cross target through `CARGO_TARGET_<TRIPLE>_RUNNER` (qemu-user), but not the
+/// programs a test spawns, and without binfmt_misc the kernel cannot exec a foreign binary. So
+/// the same runner goes in front: `RESQ_TEST_RUNNER` when set (blank: none), else the
+/// `CARGO_TARGET_*_RUNNER` variable whose triple names this architecture and OS.
+pub fn target_command(bin: &str) -> std::process::Command {
+    match test_runner() {
+        Some(runner) => {
+            let mut words = runner.split_whitespace();
+            let mut c = std::process::Command::new(words.next().expect("runner is not blank"));
+            c.args(words).arg(bin);
+            c
+        }
+        None => std::process::Command::new(bin),
+    }
+}
+
+fn test_runner() -> Option<String> {
+    if let Ok(r) = std::env::var("RESQ_TEST_RUNNER") {
+        return (!r.trim().is_empty()).then_some(r);
+    }
+    // std's ARCH is "aarch64", "arm", "x86_64", ...: the first word of the target triple
+    // ("arm" also starts "armv7"). Sorted so the choice does not depend on the env order.
+    let prefix = format!("CARGO_TARGET_{}", std::env::consts::ARCH.to_ascii_uppercase());
+    let os = format!("_{}_", std::env::consts::OS.to_ascii_uppercase());
+    let mut found: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, v)| k.starts_with(&prefix) && k.ends_with("_RUNNER") && k.contains(&os) && !v.trim().is_empty())
+        .collect();
+    found.sort();
+    found.into_iter().next().map(|(_, v)| v)
+}
