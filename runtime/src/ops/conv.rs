@@ -80,7 +80,7 @@ pub(crate) fn prepare(c: &Checker) -> Result<PreparedOp> {
     c.need_rank(&x, "x", 4)?;
     c.need_rank(&y, "y", 4)?;
     let act = c.act(p.act, p.act_min, p.act_max)?;
-    for (v, name) in [
+    c.need_positive(&[
         (p.kernel_h, "kernel_h"),
         (p.kernel_w, "kernel_w"),
         (p.stride_h, "stride_h"),
@@ -88,11 +88,7 @@ pub(crate) fn prepare(c: &Checker) -> Result<PreparedOp> {
         (p.dilation_h, "dilation_h"),
         (p.dilation_w, "dilation_w"),
         (p.groups, "groups"),
-    ] {
-        if v == 0 {
-            return c.fail(format!("{name} is 0 (must be >= 1)"));
-        }
-    }
+    ])?;
     let (n, h, wd, ch) = (x.dims[0], x.dims[1], x.dims[2], x.dims[3]);
     let o = y.dims[3];
     let g = p.groups as usize;

@@ -210,6 +210,14 @@ impl<'v, 'a> Checker<'v, 'a> {
         Ok(())
     }
 
+    /// Every `(value, field name)` must be at least 1 (kernel sizes, strides, dilations, groups).
+    pub fn need_positive(&self, fields: &[(u32, &str)]) -> Result<()> {
+        match fields.iter().find(|(v, _)| *v == 0) {
+            Some((_, name)) => self.fail(format!("{name} is 0 (must be >= 1)")),
+            None => Ok(()),
+        }
+    }
+
     pub fn need_rank(&self, d: &Desc, role: &str, rank: usize) -> Result<()> {
         if d.dims.len() != rank {
             return self.fail(format!(

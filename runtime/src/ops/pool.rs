@@ -48,18 +48,14 @@ pub(crate) fn prepare(c: &Checker) -> Result<PreparedOp> {
     let y = c.output_f32()?;
     c.need_layout(&x, "x", &[Layout::Nhwc])?;
     c.need_layout(&y, "y", &[Layout::Nhwc])?;
-    for (v, name) in [
+    c.need_positive(&[
         (p.kernel_h, "kernel_h"),
         (p.kernel_w, "kernel_w"),
         (p.stride_h, "stride_h"),
         (p.stride_w, "stride_w"),
         (p.dilation_h, "dilation_h"),
         (p.dilation_w, "dilation_w"),
-    ] {
-        if v == 0 {
-            return c.fail(format!("{name} is 0 (must be >= 1)"));
-        }
-    }
+    ])?;
     if p.count_include_pad > 1 {
         return c.fail(format!("count_include_pad is {} (must be 0 or 1)", p.count_include_pad));
     }
