@@ -113,7 +113,8 @@ impl<'m> Session<'m> {
         let isa = match options.max_isa {
             Some(cap) => Isa::detect().capped(cap),
             None => Isa::detect(),
-        };
+        }
+        .implemented();
         let scratch_len = model.ops.iter().map(|o| o.scratch_len(threads)).max().unwrap_or(0);
         let driver = if threads > 1 { Some(Driver::start(threads)?) } else { None };
         Ok(Session {

@@ -115,6 +115,17 @@ impl Isa {
         })
     }
 
+    /// The tier whose kernels actually run for `self` in this build: AVX-512 runs the AVX2
+    /// kernels (no AVX-512 kernels yet) and the aarch64 tiers run the generic ones (no NEON
+    /// kernels yet). Sessions report this, so `resq bench`/`inspect` say what really runs.
+    pub fn implemented(self) -> Isa {
+        match self {
+            Isa::Avx512 => Isa::Avx2Fma,
+            Isa::Neon | Isa::NeonDot | Isa::NeonDotFp16 => Isa::Generic,
+            other => other,
+        }
+    }
+
     /// `self` limited to at most `cap` (a cap from another architecture family means generic).
     pub fn capped(self, cap: Isa) -> Isa {
         if cap == Isa::Generic || !self.same_family(cap) {
@@ -147,5 +158,8 @@ mod tests {
         assert_eq!(Isa::NeonDot.capped(Isa::Avx2Fma), Isa::Generic);
         assert!(Isa::Generic.is_supported());
         assert!(Isa::detect().is_supported());
+        assert_eq!(Isa::Avx512.implemented(), Isa::Avx2Fma);
+        assert_eq!(Isa::NeonDot.implemented(), Isa::Generic);
+        assert_eq!(Isa::Avx2Fma.implemented(), Isa::Avx2Fma);
     }
 }
