@@ -125,13 +125,15 @@ pub enum Packing {
 
 /// The one place that chooses a convolution's algorithm and weight layout.
 ///
-/// `w` is OIHW f32 (`[o, i_g, kh, kw]`), `input` the NCHW input shape. With
+/// `w` is OIHW f32 (`[o, i_g, kh, kw]`), `input` and `output` the NCHW shapes (from shape
+/// inference). With
 /// [`Packing::Fast`]: Winograd F(4x4,3x3) (algo 2) where `resq::kernels::gemm::prefer_winograd`
 /// says it is faster (its doc gives the measurements), else the packed GEMM (algo 1,
 /// PackedN16). With [`Packing::Reference`]: algo 0, OHWI.
 pub fn choose_conv_algo(
     spec: &ConvSpec,
     input: [usize; 4],
+    output: [usize; 4],
     w: &[f32],
     wshape: [usize; 4],
     packing: Packing,
@@ -151,14 +153,13 @@ pub fn choose_conv_algo(
     if packing == Packing::Reference {
         return ConvWeights { algo: 0, layout: Layout::Ohwi, dims: vec![o, kh, kw, ig], bytes: f32_bytes(&ohwi) };
     }
-    let out = |i: usize, k: usize, s: usize, d: usize, pa: usize, pb: usize| (i + pa + pb - (d * (k - 1) + 1)) / s + 1;
     let geom = ConvGeom {
         n: input[0],
         in_h: input[2],
         in_w: input[3],
         in_c: input[1],
-        out_h: out(input[2], kh, spec.strides[0], spec.dilations[0], spec.pads[0], spec.pads[2]),
-        out_w: out(input[3], kw, spec.strides[1], spec.dilations[1], spec.pads[1], spec.pads[3]),
+        out_h: output[2],
+        out_w: output[3],
         out_c: o,
         kh,
         kw,
@@ -317,7 +318,9 @@ impl<'g> Lower<'g> {
                 let ws = g.shape(wt);
                 let wshape = [ws[0], ws[1], ws[2], ws[3]];
                 let input = [xs[0], xs[1], xs[2], xs[3]];
-                let cw = choose_conv_algo(spec, input, &self.const_f32(wt), wshape, self.packing);
+                let ys = g.shape(y);
+                let output = [ys[0], ys[1], ys[2], ys[3]];
+                let cw = choose_conv_algo(spec, input, output, &self.const_f32(wt), wshape, self.packing);
                 let wname = g.tensors[wt].name.clone();
                 let wi = self.push_tensor(wname, cw.layout, cw.dims, Some(cw.bytes));
                 let bi = match n.input(2) {
@@ -619,7 +622,7 @@ mod tests {
             }
         }
         let spec = ConvSpec { kernel: [1, 2], strides: [1, 1], pads: [0; 4], dilations: [1, 1], groups: 1 };
-        let cw = choose_conv_algo(&spec, [1, 3, 4, 4], &w, [2, 3, 1, 2], Packing::Reference);
+        let cw = choose_conv_algo(&spec, [1, 3, 4, 4], [1, 2, 4, 3], &w, [2, 3, 1, 2], Packing::Reference);
         assert_eq!((cw.algo, cw.layout, cw.dims.clone()), (0, Layout::Ohwi, vec![2, 1, 2, 3]));
         let got: Vec<f32> = cw.bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
         assert_eq!(got, [0., 10., 20., 1., 11., 21., 100., 110., 120., 101., 111., 121.]);
