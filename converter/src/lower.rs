@@ -349,6 +349,7 @@ impl<'g> Lower<'g> {
                     act_min: lo,
                     act_max: hi,
                     algo: cw.algo,
+                    ..Default::default()
                 };
                 self.push_op(OpKind::Conv2d, name, vec![xi, wi, bi, ri], vec![yi], Params::Conv(p));
             }
@@ -367,6 +368,7 @@ impl<'g> Lower<'g> {
                     dilation_h: s.dilations[0] as u32,
                     dilation_w: s.dilations[1] as u32,
                     count_include_pad: s.count_include_pad as u32,
+                    ..Default::default()
                 };
                 let kind = if matches!(n.op, Op::MaxPool(_)) { OpKind::MaxPool2d } else { OpKind::AvgPool2d };
                 self.push_op(kind, name, vec![xi], vec![yi], Params::Pool(p));
@@ -385,7 +387,7 @@ impl<'g> Lower<'g> {
                 let hi_ = self.constant(n.input(2).unwrap_or(0), Layout::RowMajor);
                 let yi = self.output(y, Layout::Nhwc);
                 let (a, lo, hi) = act_fields(*act);
-                let p = ActParams { act: a, act_min: lo, act_max: hi };
+                let p = ActParams { act: a, act_min: lo, act_max: hi, ..Default::default() };
                 self.push_op(OpKind::ChannelAffine, name, vec![xi, si, hi_], vec![yi], Params::Act(p));
             }
             Op::BatchNorm { .. } => return Err(bad("BatchNorm left after the passes".into())),
@@ -408,7 +410,7 @@ impl<'g> Lower<'g> {
                 };
                 let yi = self.output(y, Layout::RowMajor);
                 let (a, lo, hi) = act_fields(*act);
-                let p = ActParams { act: a, act_min: lo, act_max: hi };
+                let p = ActParams { act: a, act_min: lo, act_max: hi, ..Default::default() };
                 self.push_op(OpKind::Linear, name, vec![xi, wi, bi], vec![yi], Params::Act(p));
             }
             Op::Add { act } => {
@@ -463,6 +465,7 @@ impl<'g> Lower<'g> {
                     rank: r as u32,
                     a_strides: strides[0],
                     b_strides: strides[1],
+                    ..Default::default()
                 };
                 self.push_op(OpKind::Add, name, ids.to_vec(), vec![yi], Params::Add(p));
             }
@@ -475,7 +478,7 @@ impl<'g> Lower<'g> {
                     name,
                     vec![xi],
                     vec![yi],
-                    Params::Act(ActParams { act: a, act_min: lo, act_max: hi }),
+                    Params::Act(ActParams { act: a, act_min: lo, act_max: hi, ..Default::default() }),
                 );
             }
             Op::Softmax { axis, legacy } => {

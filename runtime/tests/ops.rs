@@ -139,6 +139,7 @@ fn run_conv_case(cs: ConvCase, seed: u64) {
             act_min: -0.25,
             act_max: 0.5,
             algo: 0,
+            ..Default::default()
         };
         b.op(OpKind::Conv2d, "conv", &[xt, wt, bt, rt], &[y], &p);
         to_nchw(b, y, [cs.n, oh, ow, cs.o])
@@ -334,6 +335,7 @@ fn pooling_matches_onnx_runtime_formulas() {
                 dilation_h: p.d[0] as u32,
                 dilation_w: p.d[1] as u32,
                 count_include_pad: p.include_pad as u32,
+                ..Default::default()
             };
             b.op(if p.max { OpKind::MaxPool2d } else { OpKind::AvgPool2d }, "pool", &[xt], &[y], &pp);
             to_nchw(b, y, [p.n, oh, ow, p.c])
@@ -384,7 +386,7 @@ fn global_avg_pool_and_linear() {
             let bt = if bias { b.constant_f32("b", Layout::RowMajor, &[nn], &bv) } else { NONE };
             let y = b.activation("y", DType::F32, Layout::RowMajor, &[m, nn]);
             let ins: &[u32] = if bias { &[f, wt, bt] } else { &[f, wt] };
-            b.op(OpKind::Linear, "fc", ins, &[y], &ActParams { act, act_min: -0.25, act_max: 0.5 });
+            b.op(OpKind::Linear, "fc", ins, &[y], &ActParams { act, act_min: -0.25, act_max: 0.5, ..Default::default() });
             y
         });
         assert_close(&run_once(bytes, &x), &want, 1e-5, &format!("linear {m}x{k}x{nn}"));
@@ -462,7 +464,7 @@ fn activation_affine_softmax() {
     for act in [1u32, 2] {
         let bytes = build([n, c, h, w], |b, _, xi| {
             let y = b.activation("y", DType::F32, Layout::RowMajor, &[n, c, h, w]);
-            b.op(OpKind::Activation, "act", &[xi], &[y], &ActParams { act, act_min: -0.25, act_max: 0.5 });
+            b.op(OpKind::Activation, "act", &[xi], &[y], &ActParams { act, act_min: -0.25, act_max: 0.5, ..Default::default() });
             y
         });
         let want: Vec<f64> = x.iter().map(|&v| act_ref(act, -0.25, 0.5, v as f64)).collect();

@@ -1,4 +1,4 @@
-//! The on-disk records of a `.resq` file (format version 1.1), byte for byte.
+//! The on-disk records of a `.resq` file (format version 1.2), byte for byte.
 //!
 //! Every record is `#[repr(C)]`, little-endian, `bytemuck::Pod` and has no implicit padding,
 //! so a record is read straight from the mapped file with `bytemuck::try_from_bytes` /
@@ -22,7 +22,7 @@ use bytemuck::{Pod, Zeroable};
 pub const MAGIC: [u8; 8] = *b"RESQ\0\r\n\x1a";
 /// A reader accepts files of its own major version and any minor version up to its own.
 pub const VERSION_MAJOR: u16 = 1;
-pub const VERSION_MINOR: u16 = 1;
+pub const VERSION_MINOR: u16 = 2;
 /// Alignment of every section and every constant payload, in bytes.
 pub const ALIGN: u64 = 64;
 /// Maximum tensor rank.
@@ -164,6 +164,10 @@ pub enum Layout {
     /// `dims = [O, 3, 3, I]` (logical; groups must be 1), bytes `[36][ceil(O/16)][I][16]`, zero
     /// padded: for each of the 36 transform positions a PackedN16 GEMM operand (issue 3).
     WinogradF43N16 = 4,
+    /// Int8 GEMM weights (since 1.2): `dims = [O, KH, KW, I/groups]` (logical; Linear `[N, K]`),
+    /// bytes `[groups][ceil(O_g/16)][ceil(K/4)][16][4]`, `K = KH*KW*I_g` in (kh, kw, i) order,
+    /// zero padded: element (o, k) of group g at `((g*P + o/16)*K4 + k/4)*64 + (o%16)*4 + k%4`.
+    PackedN16K4 = 5,
 }
 
 impl Layout {
@@ -174,6 +178,7 @@ impl Layout {
             2 => Self::Ohwi,
             3 => Self::PackedN16,
             4 => Self::WinogradF43N16,
+            5 => Self::PackedN16K4,
             _ => return None,
         })
     }
@@ -240,6 +245,10 @@ pub enum OpKind {
     Slice = 11,
     Pad = 12,
     Copy = 13,
+    /// F32 -> I8 (since 1.2).
+    Quantize = 14,
+    /// I8 -> F32 (since 1.2).
+    Dequantize = 15,
 }
 
 impl OpKind {
@@ -258,6 +267,8 @@ impl OpKind {
             11 => Self::Slice,
             12 => Self::Pad,
             13 => Self::Copy,
+            14 => Self::Quantize,
+            15 => Self::Dequantize,
             _ => return None,
         })
     }
@@ -276,6 +287,8 @@ impl OpKind {
             Self::Slice => "Slice",
             Self::Pad => "Pad",
             Self::Copy => "Copy",
+            Self::Quantize => "Quantize",
+            Self::Dequantize => "Dequantize",
         }
     }
 }
@@ -340,8 +353,13 @@ pub struct ConvParams {
     pub act_max: f32,
     /// Algorithm chosen at convert time, and the weight layout it requires:
     /// 0 = direct (Ohwi), 1 = packed GEMM / implicit GEMM (PackedN16),
-    /// 2 = Winograd F(4x4,3x3) (WinogradF43N16; 3x3, stride 1, dilation 1, groups 1).
+    /// 2 = Winograd F(4x4,3x3) (WinogradF43N16; 3x3, stride 1, dilation 1, groups 1),
+    /// 3 = int8 packed GEMM (PackedN16K4; `x` I8, since 1.2).
     pub algo: u32,
+    /// Int8 only (since 1.2): the fused activation as a clamp in the output's quantized
+    /// domain, `-128 <= qmin <= qmax <= 127`. Must be 0 for F32 convs.
+    pub qmin: i32,
+    pub qmax: i32,
 }
 
 /// MaxPool2d / AvgPool2d: inputs `[x]`, outputs `[y]`, both F32 Nhwc. Output H/W are the
@@ -362,10 +380,21 @@ pub struct PoolParams {
     pub dilation_h: u32,
     pub dilation_w: u32,
     pub count_include_pad: u32,
+    /// Int8 AvgPool2d only (since 1.2): `s_x / s_y ≈ mult * 2^-shift`; 0 otherwise.
+    pub mult: i32,
+    pub shift: u32,
+}
+
+/// GlobalAvgPool params (since 1.2; all zero for F32): int8 `s_x / s_y ≈ mult * 2^-shift`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct GlobalPoolParams {
+    pub mult: i32,
+    pub shift: u32,
 }
 
 /// GlobalAvgPool: inputs `[x]` F32 Nhwc `[N,H,W,C]`, outputs `[y]` F32 Nhwc `[N,1,1,C]`.
-/// No params.
+/// Params [`GlobalPoolParams`] (zero for F32).
 ///
 /// Linear: inputs `[x, weight, bias | NONE]`, outputs `[y]`. `x` F32 RowMajor `[M, K]`,
 /// `weight` constant F32 `[N, K]` RowMajor or PackedN16, `bias` constant F32 `[N]`, `y` `[M, N]`;
@@ -377,6 +406,9 @@ pub struct ActParams {
     pub act: u32,
     pub act_min: f32,
     pub act_max: f32,
+    /// Int8 Linear only (since 1.2): the activation clamp in the quantized domain; 0 otherwise.
+    pub qmin: i32,
+    pub qmax: i32,
 }
 
 /// Add: inputs `[a, b]`, outputs `[y]`, all F32 of the same layout (RowMajor or Nhwc).
@@ -391,6 +423,13 @@ pub struct AddParams {
     pub rank: u32,
     pub a_strides: [u32; MAX_RANK],
     pub b_strides: [u32; MAX_RANK],
+    /// Int8 only (since 1.2; 0 for F32): `t = (a - z_a)*m_a + (b - z_b)*m_b`,
+    /// `y = clamp(sra_round(t, shift) + z_y, qmin, qmax)`.
+    pub m_a: i32,
+    pub m_b: i32,
+    pub shift: u32,
+    pub qmin: i32,
+    pub qmax: i32,
 }
 
 /// Activation: inputs `[x]`, outputs `[y]`, same shape and layout: params [`ActParams`].
@@ -441,6 +480,32 @@ pub struct PadParams {
 /// Copy (Reshape, Flatten, Identity): inputs `[x]`, outputs `[y]`, same dtype and element
 /// count, both RowMajor (or byte-identical layouts); bytes copied as they are. No params.
 ///
+/// Quantize (since 1.2): inputs `[x]` F32, outputs `[y]` I8, same layout and dims, no params:
+/// `y = clamp(round_ties_even(x / s_y) + z_y, -128, 127)` (NaN -> `z_y`).
+///
+/// Dequantize (since 1.2): inputs `[x]` I8, outputs `[y]` F32, no params:
+/// `y = (x - z_x) as f32 * s_x`.
+///
+/// One row of the LAYER_REPORT section (since 1.2). 32 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
+pub struct LayerReportRecord {
+    /// Layer (op) name, or "output".
+    pub name: StrRef,
+    /// Op index, or [`NONE`] for the model output row.
+    pub op: u32,
+    /// 0 = fp32, 1 = fp16, 2 = int8.
+    pub precision: u32,
+    /// Signal-to-quantization-noise ratio of the layer's output against fp32, in dB.
+    pub sqnr_db: f32,
+    /// Relative L2 error of the layer's output against fp32.
+    pub rel_l2: f32,
+    /// Output row: top-1 agreement with fp32 on the held-out images (0..1); NaN for layers.
+    pub agreement: f32,
+    /// Must be zero.
+    pub reserved: u32,
+}
+
 /// Preprocessing presets (for display; the fields of [`MetaRecord`] are what is applied).
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -506,6 +571,7 @@ mod tests {
         assert_eq!(size_of::<TensorRecord>(), 72);
         assert_eq!(size_of::<OpRecord>(), 136);
         assert_eq!(size_of::<MetaRecord>(), 160);
+        assert_eq!(size_of::<LayerReportRecord>(), 32);
         for s in [
             size_of::<ConvParams>(),
             size_of::<PoolParams>(),
@@ -515,6 +581,7 @@ mod tests {
             size_of::<TransposeParams>(),
             size_of::<SliceParams>(),
             size_of::<PadParams>(),
+            size_of::<GlobalPoolParams>(),
         ] {
             assert!(s <= OP_PARAM_WORDS * 4);
         }

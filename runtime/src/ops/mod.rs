@@ -305,6 +305,7 @@ pub fn prepare(v: &FileView, index: usize) -> Result<PreparedOp> {
         OpKind::Slice => slice::prepare(&c),
         OpKind::Pad => pad::prepare(&c),
         OpKind::Copy => copy::prepare(&c),
+        OpKind::Quantize | OpKind::Dequantize => c.unsupported("int8 ops are not implemented in this build"),
     }
 }
 
