@@ -21,7 +21,7 @@ pub mod preprocess;
 pub mod session;
 
 pub use error::{Error, Result};
-pub use format::PreprocessPreset;
+pub use format::{DType, Layout, PreprocessPreset};
 pub use kernels::Isa;
-pub use model::{InputLayout, Model, ModelBytes, ModelInfo, OpInfo, Precision, Preprocess};
-pub use session::{Options, Session};
+pub use model::{InputLayout, LayerReport, Model, ModelBytes, ModelInfo, OpInfo, Precision, Preprocess, TensorInfo};
+pub use session::{Options, Session, TensorData};

@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::format::reader::{self, FileView};
-use crate::format::{PreprocessPreset, TensorKind, ALIGN, NONE};
+use crate::format::{DType, Layout, PreprocessPreset, TensorKind, ALIGN, NONE};
 use crate::ops::{self, PreparedOp};
 use crate::plan::{self, Interval};
 use crate::session::{Options, Session};
@@ -161,16 +161,66 @@ pub struct OpInfo {
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Src {
     None,
-    /// f32 offset and length in the session arena.
+    /// Byte offset and byte length in the session arena.
     Arena {
         off: usize,
         len: usize,
     },
-    /// Byte offset and f32 length in the model bytes.
+    /// Byte offset and byte length in the model bytes.
     Const {
-        byte_off: usize,
+        off: usize,
         len: usize,
     },
+}
+
+/// One tensor of the model, for tools (`resq inspect`, calibration, per-layer reports).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorInfo {
+    /// Tensor id (index in the file's tensor table).
+    pub id: u32,
+    pub name: String,
+    /// A constant (weights) rather than an activation.
+    pub constant: bool,
+    pub dtype: DType,
+    pub layout: Layout,
+    /// Physical dims of `layout`.
+    pub dims: Vec<usize>,
+    /// Quantization of int8 activations (0 / 0 otherwise).
+    pub scale: f32,
+    pub zero_point: i32,
+}
+
+/// One row of the file's per-layer quantization report (LAYER_REPORT section).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerReport {
+    /// Layer (op) name, or "output".
+    pub name: String,
+    /// Op index, or `None` for the model output row.
+    pub op: Option<usize>,
+    pub precision: Precision,
+    /// SQNR of the layer's output against fp32 (dB).
+    pub sqnr_db: f32,
+    /// Relative L2 error against fp32.
+    pub rel_l2: f32,
+    /// Output row: top-1 agreement with fp32 on held-out images (0..1); NaN for layers.
+    pub agreement: f32,
+}
+
+/// Where every activation lives in a session arena, and each op's resolved sources.
+#[derive(Debug)]
+pub(crate) struct Parts {
+    pub(crate) srcs: Vec<[Src; 4]>,
+    /// Output (byte offset, byte length) per op.
+    pub(crate) dsts: Vec<(usize, usize)>,
+    /// Graph input / output (byte offset, byte length) in the arena.
+    pub(crate) input_slot: (usize, usize),
+    pub(crate) output_slot: (usize, usize),
+    /// (byte offset, byte length) of every tensor that has an arena slot.
+    pub(crate) slots: Vec<Option<(usize, usize)>>,
+    /// Arena size in bytes (a multiple of 64).
+    pub(crate) arena_bytes: usize,
+    /// Tensor id of the graph output.
+    pub(crate) output_id: u32,
 }
 
 /// A validated model. See the crate docs for an example.
@@ -178,15 +228,14 @@ pub struct Model {
     storage: Storage,
     info: ModelInfo,
     op_infos: Vec<OpInfo>,
+    tensor_infos: Vec<TensorInfo>,
+    layer_report: Vec<LayerReport>,
     pub(crate) ops: Vec<PreparedOp>,
-    pub(crate) srcs: Vec<[Src; 4]>,
-    /// Output (f32 offset, length) per op.
-    pub(crate) dsts: Vec<(usize, usize)>,
-    /// Graph input / output (f32 offset, length) in the arena.
-    pub(crate) input_slot: (usize, usize),
-    pub(crate) output_slot: (usize, usize),
-    /// Arena size in f32 values (a multiple of 16).
-    pub(crate) arena_len: usize,
+    /// The arena plan sessions use: activations share memory when their lifetimes allow.
+    pub(crate) parts: Parts,
+    /// The plan of sessions with [`Options::keep_intermediates`]: every activation has its own
+    /// memory, so all of them can be read after a run.
+    pub(crate) parts_kept: Parts,
 }
 
 // Sessions on many threads share one `&Model`.
@@ -249,8 +298,36 @@ impl Model {
         let bytes = storage.bytes();
         let v = reader::read(bytes)?;
         let ops = (0..v.ops.len()).map(|i| ops::prepare(&v, i)).collect::<Result<Vec<_>>>()?;
-        let parts = plan_model(&v, &ops)?;
-        let info = model_info(&v, &ops, parts.arena_len);
+        let parts = plan_model(&v, &ops, false)?;
+        let parts_kept = plan_model(&v, &ops, true)?;
+        let info = model_info(&v, &ops, parts.arena_bytes);
+        let tensor_infos = (0..v.tensors.len() as u32)
+            .map(|id| {
+                let t = &v.tensors[id as usize];
+                TensorInfo {
+                    id,
+                    name: v.str(t.name).to_owned(),
+                    constant: t.kind == TensorKind::Constant as u8,
+                    // The reader has validated these enums.
+                    dtype: DType::from_u8(t.dtype).unwrap_or(DType::F32),
+                    layout: Layout::from_u8(t.layout).unwrap_or(Layout::RowMajor),
+                    dims: v.dims(id),
+                    scale: t.quant_scale,
+                    zero_point: t.quant_zero_point,
+                }
+            })
+            .collect();
+        let layer_report = reader::layer_report(&v)?
+            .iter()
+            .map(|r| LayerReport {
+                name: v.str(r.name).to_owned(),
+                op: (r.op != NONE).then_some(r.op as usize),
+                precision: precision_of(r.precision),
+                sqnr_db: r.sqnr_db,
+                rel_l2: r.rel_l2,
+                agreement: r.agreement,
+            })
+            .collect();
         let op_infos = ops
             .iter()
             .map(|op| OpInfo {
@@ -264,17 +341,7 @@ impl Model {
             })
             .collect();
         drop(v);
-        Ok(Model {
-            storage,
-            info,
-            op_infos,
-            ops,
-            srcs: parts.srcs,
-            dsts: parts.dsts,
-            input_slot: parts.input_slot,
-            output_slot: parts.output_slot,
-            arena_len: parts.arena_len,
-        })
+        Ok(Model { storage, info, op_infos, tensor_infos, layer_report, ops, parts, parts_kept })
     }
 
     /// Start an inference context (allocates its arena and thread pool).
@@ -290,14 +357,29 @@ impl Model {
         self.op_infos.clone()
     }
 
+    /// Every tensor of the file, in id order.
+    pub fn tensors(&self) -> Vec<TensorInfo> {
+        self.tensor_infos.clone()
+    }
+
+    /// The tensor with this id.
+    pub fn tensor_info(&self, id: u32) -> Option<&TensorInfo> {
+        self.tensor_infos.get(id as usize)
+    }
+
+    /// The converter's per-layer quantization report (empty for float models).
+    pub fn layer_report(&self) -> &[LayerReport] {
+        &self.layer_report
+    }
+
     /// Number of f32 values [`Session::run`] expects.
     pub fn input_len(&self) -> usize {
-        self.input_slot.1
+        self.parts.input_slot.1 / 4
     }
 
     /// Number of f32 values [`Session::run`] returns.
     pub fn output_len(&self) -> usize {
-        self.output_slot.1
+        self.parts.output_slot.1 / 4
     }
 
     /// The model file's bytes.
@@ -305,24 +387,17 @@ impl Model {
         self.storage.bytes()
     }
 
-    /// A constant's payload as f32 (validated aligned and in bounds at load).
+    /// A constant's payload (validated aligned and in bounds at load).
     #[inline]
-    pub(crate) fn const_f32(&self, byte_off: usize, len: usize) -> &[f32] {
-        bytemuck::cast_slice(&self.storage.bytes()[byte_off..byte_off + len * 4])
+    pub(crate) fn const_bytes(&self, off: usize, len: usize) -> &[u8] {
+        &self.storage.bytes()[off..off + len]
     }
 }
 
-struct Parts {
-    srcs: Vec<[Src; 4]>,
-    dsts: Vec<(usize, usize)>,
-    input_slot: (usize, usize),
-    output_slot: (usize, usize),
-    arena_len: usize,
-}
-
 /// Lifetimes of every activation (step 0 = input copy, step i+1 = op i), arena offsets, and
-/// each op's resolved sources.
-fn plan_model(v: &FileView, ops: &[PreparedOp]) -> Result<Parts> {
+/// each op's resolved sources. With `keep_all`, every activation lives for the whole run (no
+/// two share memory).
+fn plan_model(v: &FileView, ops: &[PreparedOp], keep_all: bool) -> Result<Parts> {
     let nt = v.tensors.len();
     let steps_end = ops.len() + 1;
     let mut first = vec![usize::MAX; nt];
@@ -345,10 +420,13 @@ fn plan_model(v: &FileView, ops: &[PreparedOp]) -> Result<Parts> {
     let too_big = || Error::format("the activations need more memory than this target can address", None);
     let mut total = 0u64;
     for &t in &ids {
-        let bytes = reader::element_count(&v.tensors[t]).unwrap_or(0).saturating_mul(4);
+        let rec = &v.tensors[t];
+        let elem = DType::from_u8(rec.dtype).map_or(4, |d| d.size()) as u64;
+        let bytes = reader::element_count(rec).unwrap_or(0).saturating_mul(elem);
         total = total.saturating_add(bytes.next_multiple_of(ALIGN));
         let size = usize::try_from(bytes).map_err(|_| too_big())?;
-        intervals.push(Interval { size, first: first[t], last: last[t].max(first[t]) });
+        let (a, b) = if keep_all { (0, steps_end) } else { (first[t], last[t].max(first[t])) };
+        intervals.push(Interval { size, first: a, last: b });
     }
     if total > isize::MAX as u64 {
         return Err(too_big());
@@ -356,7 +434,7 @@ fn plan_model(v: &FileView, ops: &[PreparedOp]) -> Result<Parts> {
     let p = plan::plan(&intervals, ALIGN as usize);
     let mut slot = vec![None; nt];
     for (k, &t) in ids.iter().enumerate() {
-        slot[t] = Some((p.offsets[k] / 4, intervals[k].size / 4));
+        slot[t] = Some((p.offsets[k], intervals[k].size));
     }
     let mut srcs = Vec::with_capacity(ops.len());
     let mut dsts = Vec::with_capacity(ops.len());
@@ -369,13 +447,14 @@ fn plan_model(v: &FileView, ops: &[PreparedOp]) -> Result<Parts> {
             let rec = &v.tensors[t as usize];
             s[k] = if rec.kind == TensorKind::Constant as u8 {
                 let (o, n) = (rec.data_offset as usize, rec.data_size as usize);
-                if bytemuck::try_cast_slice::<u8, f32>(&v.bytes[o..o + n]).is_err() {
+                let elem = DType::from_u8(rec.dtype).map_or(4, |d| d.size());
+                if o % elem != 0 || n % elem != 0 || (v.bytes.as_ptr() as usize + o) % elem != 0 {
                     return Err(Error::format(
-                        format!("{}: payload is not 4-byte aligned/sized", v.tensor_label(t)),
+                        format!("{}: payload is not {elem}-byte aligned/sized", v.tensor_label(t)),
                         Some(v.tensor_offset(t)),
                     ));
                 }
-                Src::Const { byte_off: o, len: n / 4 }
+                Src::Const { off: o, len: n }
             } else {
                 match slot[t as usize] {
                     Some((off, len)) => Src::Arena { off, len },
@@ -394,11 +473,22 @@ fn plan_model(v: &FileView, ops: &[PreparedOp]) -> Result<Parts> {
         dsts,
         input_slot: slot[input].ok_or_else(missing)?,
         output_slot: slot[v.meta.output_tensor as usize].ok_or_else(missing)?,
-        arena_len: p.size / 4,
+        slots: slot,
+        arena_bytes: p.size,
+        output_id: v.meta.output_tensor,
     })
 }
 
-fn model_info(v: &FileView, ops: &[PreparedOp], arena_len: usize) -> ModelInfo {
+fn precision_of(p: u32) -> Precision {
+    match p {
+        1 => Precision::Fp16,
+        2 => Precision::Int8,
+        3 => Precision::Mixed,
+        _ => Precision::Fp32,
+    }
+}
+
+fn model_info(v: &FileView, ops: &[PreparedOp], arena_bytes: usize) -> ModelInfo {
     let m = &v.meta;
     let labels = v.str(m.labels);
     let labels: Vec<String> =
@@ -415,12 +505,7 @@ fn model_info(v: &FileView, ops: &[PreparedOp], arena_len: usize) -> ModelInfo {
         3 => PreprocessPreset::Raw255,
         _ => PreprocessPreset::None,
     };
-    let precision = match m.precision {
-        1 => Precision::Fp16,
-        2 => Precision::Int8,
-        3 => Precision::Mixed,
-        _ => Precision::Fp32,
-    };
+    let precision = precision_of(m.precision);
     let param_bytes =
         v.tensors.iter().filter(|t| t.kind == TensorKind::Constant as u8).map(|t| t.data_size).sum::<u64>();
     let _ = ops;
@@ -445,6 +530,6 @@ fn model_info(v: &FileView, ops: &[PreparedOp], arena_len: usize) -> ModelInfo {
         output_shape: v.dims(m.output_tensor),
         file_size: v.bytes.len() as u64,
         param_bytes,
-        arena_bytes: arena_len as u64 * 4,
+        arena_bytes: arena_bytes as u64,
     }
 }

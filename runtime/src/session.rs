@@ -9,8 +9,9 @@
 //! the run to the driver with an atomic sequence number and `park`/`unpark` does not.
 
 use crate::error::{Error, Result};
+use crate::format::{DType, Layout};
 use crate::kernels::Isa;
-use crate::model::{Model, Src};
+use crate::model::{Model, Parts, Src};
 use crate::ops::RunCtx;
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,6 +24,7 @@ use std::time::Instant;
 pub struct Options {
     threads: usize,
     max_isa: Option<Isa>,
+    keep_intermediates: bool,
 }
 
 impl Options {
@@ -41,6 +43,44 @@ impl Options {
         self.max_isa = Some(isa);
         self
     }
+
+    /// Give every activation its own memory so that [`Session::tensor`] can read any of them
+    /// after a run (calibration, per-layer error reports, debugging). Costs arena memory
+    /// (the sum of all activations instead of the peak); results are identical.
+    pub fn keep_intermediates(mut self, keep: bool) -> Self {
+        self.keep_intermediates = keep;
+        self
+    }
+}
+
+/// An activation read back from a session after [`Session::run`].
+#[derive(Clone, Debug)]
+pub struct TensorData<'a> {
+    pub id: u32,
+    pub name: &'a str,
+    pub dtype: DType,
+    pub layout: Layout,
+    /// Physical dims of `layout`.
+    pub dims: &'a [usize],
+    /// Quantization of int8 tensors (0 / 0 otherwise).
+    pub scale: f32,
+    pub zero_point: i32,
+    /// The raw elements, little-endian, `dtype`-sized.
+    pub bytes: &'a [u8],
+}
+
+impl TensorData<'_> {
+    /// The values as f32 in physical order: int8 dequantized (`(q - zero_point) * scale`),
+    /// f16 widened, i32 converted, f32 copied.
+    pub fn to_f32(&self) -> Vec<f32> {
+        match self.dtype {
+            DType::F32 => bytemuck::cast_slice::<u8, f32>(self.bytes).to_vec(),
+            DType::F16 => self.bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            DType::I8 => self.bytes.iter().map(|&b| ((b as i8 as i32 - self.zero_point) as f32) * self.scale).collect(),
+            DType::U8 => self.bytes.iter().map(|&b| ((b as i32 - self.zero_point) as f32) * self.scale).collect(),
+            DType::I32 => bytemuck::cast_slice::<u8, i32>(self.bytes).iter().map(|&v| v as f32).collect(),
+        }
+    }
 }
 
 /// 16 f32, 64-byte aligned: the unit of arena and scratch buffers.
@@ -56,6 +96,7 @@ pub struct Session<'m> {
     isa: Isa,
     threads: usize,
     driver: Option<Driver>,
+    keep: bool,
 }
 
 impl std::fmt::Debug for Session<'_> {
@@ -117,13 +158,16 @@ impl<'m> Session<'m> {
         .implemented();
         let scratch_len = model.ops.iter().map(|o| o.scratch_len(threads)).max().unwrap_or(0);
         let driver = if threads > 1 { Some(Driver::start(threads)?) } else { None };
+        let keep = options.keep_intermediates;
+        let parts = if keep { &model.parts_kept } else { &model.parts };
         Ok(Session {
             model,
-            arena: blocks(model.arena_len, "activation arena")?,
+            arena: blocks(parts.arena_bytes.div_ceil(4), "activation arena")?,
             scratch: blocks(scratch_len, "scratch buffer")?,
             isa,
             threads,
             driver,
+            keep,
         })
     }
 
@@ -152,17 +196,50 @@ impl<'m> Session<'m> {
             return Err(Error::Input { expected: model.input_len(), found: input.len() });
         }
         let isa = self.isa;
-        let arena: &mut [f32] = bytemuck::cast_slice_mut(&mut self.arena);
+        let parts = self.parts();
+        let arena: &mut [u8] = bytemuck::cast_slice_mut(&mut self.arena);
         let scratch: &mut [f32] = bytemuck::cast_slice_mut(&mut self.scratch);
         match &self.driver {
-            None => exec(model, arena, scratch, input, None, isa, prof),
+            None => exec(model, parts, arena, scratch, input, None, isa, prof),
             Some(d) => {
                 let pool = &d.pool;
-                d.run(&mut || exec(model, arena, scratch, input, Some(pool), isa, prof.as_deref_mut()));
+                d.run(&mut || exec(model, parts, arena, scratch, input, Some(pool), isa, prof.as_deref_mut()));
             }
         }
-        let (o, n) = model.output_slot;
-        Ok(&bytemuck::cast_slice::<Block, f32>(&self.arena)[o..o + n])
+        let (o, n) = parts.output_slot;
+        Ok(bytemuck::cast_slice(&bytemuck::cast_slice::<Block, u8>(&self.arena)[o..o + n]))
+    }
+
+    fn parts(&self) -> &'m Parts {
+        if self.keep {
+            &self.model.parts_kept
+        } else {
+            &self.model.parts
+        }
+    }
+
+    /// Activation `id` as left by the last [`Session::run`]: any activation when the session
+    /// was made with [`Options::keep_intermediates`], otherwise only the graph output (other
+    /// activations, the input included, share memory and are overwritten during a run). `None` for
+    /// constants, unknown ids and tensors not kept.
+    pub fn tensor(&self, id: u32) -> Option<TensorData<'_>> {
+        let model = self.model;
+        let info = model.tensor_info(id)?;
+        let parts = self.parts();
+        let (off, len) = (*parts.slots.get(id as usize)?)?;
+        if !self.keep && id != parts.output_id {
+            return None;
+        }
+        Some(TensorData {
+            id,
+            name: &info.name,
+            dtype: info.dtype,
+            layout: info.layout,
+            dims: &info.dims,
+            scale: info.scale,
+            zero_point: info.zero_point,
+            bytes: &bytemuck::cast_slice::<Block, u8>(&self.arena)[off..off + len],
+        })
     }
 
     pub fn isa(&self) -> Isa {
@@ -188,35 +265,37 @@ fn blocks(len: usize, what: &'static str) -> Result<Vec<Block>> {
 }
 
 /// Run every op of `model` in order over `arena`.
+#[allow(clippy::too_many_arguments)]
 fn exec(
     model: &Model,
-    arena: &mut [f32],
+    parts: &Parts,
+    arena: &mut [u8],
     scratch: &mut [f32],
     input: &[f32],
     pool: Option<&rayon::ThreadPool>,
     isa: Isa,
     mut prof: Option<&mut [f64]>,
 ) {
-    let (io, il) = model.input_slot;
-    arena[io..io + il].copy_from_slice(input);
+    let (io, il) = parts.input_slot;
+    arena[io..io + il].copy_from_slice(bytemuck::cast_slice(input));
     let mut ctx = RunCtx { pool, isa, scratch };
     for (i, op) in model.ops.iter().enumerate() {
         let t0 = prof.is_some().then(Instant::now);
-        let (oo, ol) = model.dsts[i];
+        let (oo, ol) = parts.dsts[i];
         // The planner guarantees an op's output range is disjoint from its inputs' ranges,
         // so every arena input lies entirely below or entirely above the output.
         let (lo, rest) = arena.split_at_mut(oo);
         let (out, hi) = rest.split_at_mut(ol);
-        let (lo, hi, hi_base): (&[f32], &[f32], usize) = (lo, hi, oo + ol);
-        let get = |s: Src| -> &[f32] {
+        let (lo, hi, hi_base): (&[u8], &[u8], usize) = (lo, hi, oo + ol);
+        let get = |s: Src| -> &[u8] {
             match s {
                 Src::None => &[],
                 Src::Arena { off, len } if off + len <= oo => &lo[off..off + len],
                 Src::Arena { off, len } => &hi[off - hi_base..off - hi_base + len],
-                Src::Const { byte_off, len } => model.const_f32(byte_off, len),
+                Src::Const { off, len } => model.const_bytes(off, len),
             }
         };
-        let s = &model.srcs[i];
+        let s = &parts.srcs[i];
         let ins = [get(s[0]), get(s[1]), get(s[2]), get(s[3])];
         op.run(&ins, out, &mut ctx);
         if let (Some(t0), Some(p)) = (t0, prof.as_deref_mut()) {

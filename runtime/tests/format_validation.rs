@@ -192,6 +192,16 @@ fn section_table_errors_name_the_problem() {
     let mut c = b.clone();
     c[str_e..str_e + 4].copy_from_slice(&(SectionKind::LayerReport as u32).to_le_bytes());
     fix_checksum(&mut c);
+    // Since 1.2 LAYER_REPORT has a fixed record size, which the byte blob does not have.
+    expect_err(&c, "LayerReport section: record_size is 1, expected 32");
+    // A string blob with a record size of 32 bytes gets as far as the missing STRINGS check.
+    let mut c = b.clone();
+    let len = u64::from_le_bytes(c[str_e + 16..str_e + 24].try_into().unwrap());
+    c[str_e..str_e + 4].copy_from_slice(&(SectionKind::LayerReport as u32).to_le_bytes());
+    c[str_e + 4..str_e + 8].copy_from_slice(&32u32.to_le_bytes());
+    c[str_e + 16..str_e + 24].copy_from_slice(&(len / 32 * 32).to_le_bytes());
+    c[str_e + 24..str_e + 32].copy_from_slice(&(len / 32).to_le_bytes());
+    fix_checksum(&mut c);
     expect_err(&c, "Strings section is missing");
 }
 

@@ -170,3 +170,34 @@ fn resnet20_matches_onnx_runtime_at_1_and_2_threads() {
         assert_eq!(argmax(&y), argmax(w), "row {r}");
     }
 }
+
+#[test]
+fn keep_intermediates_exposes_every_activation_and_changes_nothing() {
+    let (bytes, _) = tiny_model(5);
+    let model = Model::from_bytes(bytes).unwrap();
+    let x = Rng::new(7).vec(model.input_len());
+    let mut plain = model.session(Options::default().threads(1)).unwrap();
+    let want = plain.run(&x).unwrap().to_vec();
+    let mut kept = model.session(Options::default().threads(1).keep_intermediates(true)).unwrap();
+    assert_eq!(kept.run(&x).unwrap(), &want[..]);
+    let activations: Vec<_> = model.tensors().into_iter().filter(|t| !t.constant).collect();
+    assert!(activations.len() >= 3, "tiny model has input, intermediates and output");
+    for t in &activations {
+        let d = kept.tensor(t.id).unwrap_or_else(|| panic!("activation {} not readable", t.name));
+        assert_eq!(d.name, t.name);
+        assert_eq!(d.bytes.len(), t.dims.iter().product::<usize>() * 4);
+        assert!(d.to_f32().iter().all(|v| v.is_finite()));
+    }
+    // Intermediates (and the input) are not exposed by a plain session (their memory is
+    // reused), the output is, and constants never are.
+    let readable = activations.iter().filter(|t| plain.tensor(t.id).is_some()).count();
+    assert_eq!(readable, 1);
+    let out_id = activations.iter().find(|t| kept.tensor(t.id).unwrap().to_f32() == want).map(|t| t.id);
+    assert_eq!(plain.tensor(out_id.expect("output tensor found")).unwrap().to_f32(), want);
+    let input = activations.iter().find(|t| kept.tensor(t.id).unwrap().to_f32() == x);
+    assert!(input.is_some(), "the graph input is readable with its values");
+    let c = model.tensors().into_iter().find(|t| t.constant).unwrap();
+    assert!(kept.tensor(c.id).is_none());
+    assert!(kept.tensor(u32::MAX).is_none());
+    assert!(model.layer_report().is_empty());
+}

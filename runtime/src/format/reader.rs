@@ -200,7 +200,7 @@ pub fn read(bytes: &[u8]) -> Result<FileView<'_>> {
             SectionKind::Tensors => Some(size_of::<TensorRecord>()),
             SectionKind::Ops => Some(size_of::<OpRecord>()),
             SectionKind::Strings | SectionKind::Data => Some(1),
-            SectionKind::LayerReport => None,
+            SectionKind::LayerReport => Some(size_of::<LayerReportRecord>()),
         };
         match want_rs {
             Some(r) if s.record_size as usize != r => {
@@ -389,6 +389,8 @@ fn check_tensors(v: &FileView, data: &SectionEntry) -> Result<()> {
             Layout::Ohwi | Layout::PackedN16 | Layout::WinogradF43N16 if rank == 4 && kind == TensorKind::Constant => {}
             // Linear weights `[N, K]`: the 1x1, one-group case of PackedN16.
             Layout::PackedN16 if rank == 2 && kind == TensorKind::Constant => {}
+            // Int8 GEMM weights (conv rank 4, Linear rank 2).
+            Layout::PackedN16K4 if (rank == 4 || rank == 2) && kind == TensorKind::Constant && dtype == DType::I8 => {}
             _ => {
                 return err(
                     format!("{label}: layout {layout:?} is not valid for a rank-{rank} {kind:?} tensor"),
@@ -398,6 +400,18 @@ fn check_tensors(v: &FileView, data: &SectionEntry) -> Result<()> {
         }
         if matches!(dtype, DType::F32 | DType::F16) && (t.quant_scale.to_bits() != 0 || t.quant_zero_point != 0) {
             return err(format!("{label}: quantization parameters set on a {dtype:?} tensor"), at + 56);
+        }
+        if dtype == DType::I8
+            && kind == TensorKind::Activation
+            && !(t.quant_scale.is_finite() && t.quant_scale > 0.0 && (-128..=127).contains(&t.quant_zero_point))
+        {
+            return err(
+                format!(
+                    "{label}: int8 activation needs a finite scale > 0 and a zero point in [-128, 127], has scale {} zero point {}",
+                    t.quant_scale, t.quant_zero_point
+                ),
+                at + 56,
+            );
         }
         if t.quant_channel_scales != NONE {
             match v.tensors.get(t.quant_channel_scales as usize) {
@@ -650,4 +664,31 @@ fn check_meta(v: &FileView, at: u64) -> Result<()> {
         return err("META reserved words are not zero", at + 108);
     }
     Ok(())
+}
+
+/// The LAYER_REPORT rows (empty when the section is absent), each checked: names are valid
+/// strings, `op` is an op index or NONE, precision is 0..=2, reserved is zero.
+pub fn layer_report(v: &FileView) -> Result<Vec<LayerReportRecord>> {
+    let Some(sec) = v.section(SectionKind::LayerReport) else { return Ok(Vec::new()) };
+    let rs = size_of::<LayerReportRecord>() as u64;
+    let mut rows = Vec::with_capacity(sec.count.min(1 << 16) as usize);
+    for i in 0..sec.count {
+        let at = sec.offset + i * rs;
+        let r: LayerReportRecord = read_pod(v.bytes, at, "layer report record")?;
+        check_str(v, r.name, &format!("layer report row {i} name"), at)?;
+        if r.op != NONE && r.op as usize >= v.ops.len() {
+            return err(format!("layer report row {i}: op {} is not an op index (< {})", r.op, v.ops.len()), at + 8);
+        }
+        if r.precision > 2 {
+            return err(
+                format!("layer report row {i}: precision {} (0 = fp32, 1 = fp16, 2 = int8)", r.precision),
+                at + 12,
+            );
+        }
+        if r.reserved != 0 {
+            return err(format!("layer report row {i}: reserved field is not zero"), at + 28);
+        }
+        rows.push(r);
+    }
+    Ok(rows)
 }

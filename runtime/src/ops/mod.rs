@@ -96,25 +96,41 @@ impl PreparedOp {
         }
     }
 
-    /// Run with `ins[i]` = the data of input slot `i` (empty for absent ones) and `out` = the
-    /// output tensor. Lengths are what [`prepare`] checked.
-    pub fn run(&self, ins: &[&[f32]; 4], out: &mut [f32], ctx: &mut RunCtx) {
+    /// Run with `ins[i]` = the bytes of input slot `i` (empty for absent ones) and `out` = the
+    /// output tensor's bytes. Lengths, dtypes and alignment are what [`prepare`] and the
+    /// planner checked (arena slots and payloads are 64-byte aligned).
+    pub fn run(&self, ins: &[&[u8]; 4], out: &mut [u8], ctx: &mut RunCtx) {
         match &self.imp {
-            OpImpl::Conv(o) => o.run(ins, out, ctx),
-            OpImpl::MaxPool(o) => o.run_max(ins[0], out, ctx),
-            OpImpl::AvgPool(o) => o.run_avg(ins[0], out, ctx),
-            OpImpl::GlobalAvgPool(o) => o.run(ins[0], out),
-            OpImpl::Linear(o) => o.run(ins, out, ctx),
-            OpImpl::Add(o) => o.run(ins[0], ins[1], out),
-            OpImpl::Activation(o) => o.run(ins[0], out),
-            OpImpl::ChannelAffine(o) => o.run(ins, out),
-            OpImpl::Softmax(o) => o.run(ins[0], out),
-            OpImpl::Transpose(o) => o.run(ins[0], out),
-            OpImpl::Slice(o) => o.run(ins[0], out),
-            OpImpl::Pad(o) => o.run(ins[0], out),
-            OpImpl::Copy(o) => o.run(ins[0], out),
+            OpImpl::Conv(o) => o.run(&[f(ins[0]), f(ins[1]), f(ins[2]), f(ins[3])], fo(out), ctx),
+            OpImpl::MaxPool(o) => o.run_max(f(ins[0]), fo(out), ctx),
+            OpImpl::AvgPool(o) => o.run_avg(f(ins[0]), fo(out), ctx),
+            OpImpl::GlobalAvgPool(o) => o.run(f(ins[0]), fo(out)),
+            OpImpl::Linear(o) => o.run(&[f(ins[0]), f(ins[1]), f(ins[2]), f(ins[3])], fo(out), ctx),
+            OpImpl::Add(o) => o.run(f(ins[0]), f(ins[1]), fo(out)),
+            OpImpl::Activation(o) => o.run(f(ins[0]), fo(out)),
+            OpImpl::ChannelAffine(o) => o.run(&[f(ins[0]), f(ins[1]), f(ins[2]), f(ins[3])], fo(out)),
+            OpImpl::Softmax(o) => o.run(f(ins[0]), fo(out)),
+            OpImpl::Transpose(o) => o.run(f(ins[0]), fo(out)),
+            OpImpl::Slice(o) => o.run(f(ins[0]), fo(out)),
+            OpImpl::Pad(o) => o.run(f(ins[0]), fo(out)),
+            OpImpl::Copy(o) => o.run(f(ins[0]), fo(out)),
         }
     }
+}
+
+/// Bytes as f32 (arena slots and f32 payloads are 4-byte aligned and sized: checked at load).
+#[inline]
+fn f(b: &[u8]) -> &[f32] {
+    // An absent input is an empty slice whose dangling pointer need not be 4-byte aligned.
+    if b.is_empty() {
+        return &[];
+    }
+    bytemuck::cast_slice(b)
+}
+
+#[inline]
+fn fo(b: &mut [u8]) -> &mut [f32] {
+    bytemuck::cast_slice_mut(b)
 }
 
 /// A tensor as an op sees it.
@@ -292,6 +308,7 @@ pub fn prepare(v: &FileView, index: usize) -> Result<PreparedOp> {
     };
     let c = Checker { v, index, op, kind, label: v.op_label(index), at: v.op_offset(index) };
     debug_assert_eq!(OP_PARAM_WORDS * 4, size_of::<[u32; OP_PARAM_WORDS]>());
+    check_int8_only_params(&c)?;
     match kind {
         OpKind::Conv2d => conv::prepare(&c),
         OpKind::MaxPool2d | OpKind::AvgPool2d => pool::prepare(&c),
@@ -306,6 +323,27 @@ pub fn prepare(v: &FileView, index: usize) -> Result<PreparedOp> {
         OpKind::Pad => pad::prepare(&c),
         OpKind::Copy => copy::prepare(&c),
         OpKind::Quantize | OpKind::Dequantize => c.unsupported("int8 ops are not implemented in this build"),
+    }
+}
+
+/// The param words that only int8 ops use (format 1.2) must be zero when the op's data input
+/// is not int8, so that a float op can never carry silently ignored quantization fields.
+fn check_int8_only_params(c: &Checker) -> Result<()> {
+    let int8 = c.input(0).is_some_and(|d| d.dtype == DType::I8);
+    if int8 {
+        return Ok(());
+    }
+    let words: &[(usize, &str)] = match c.kind {
+        OpKind::Conv2d => &[(15, "qmin"), (16, "qmax")],
+        OpKind::MaxPool2d | OpKind::AvgPool2d => &[(11, "mult"), (12, "shift")],
+        OpKind::GlobalAvgPool => &[(0, "mult"), (1, "shift")],
+        OpKind::Linear | OpKind::Activation | OpKind::ChannelAffine => &[(3, "qmin"), (4, "qmax")],
+        OpKind::Add => &[(16, "m_a"), (17, "m_b"), (18, "shift"), (19, "qmin"), (20, "qmax")],
+        _ => &[],
+    };
+    match words.iter().find(|(w, _)| c.op.params[*w] != 0) {
+        Some((_, name)) => c.fail(format!("int8-only param {name} is set on an op whose input is not int8")),
+        None => Ok(()),
     }
 }
 
