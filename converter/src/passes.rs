@@ -10,6 +10,11 @@ use crate::onnx::data_type;
 pub fn run(g: &mut Graph) {
     g.remove_dead_nodes();
     remove_copies(g);
+    nchw_input(g);
+    cancel_transposes(g);
+    sink_transposes(g);
+    cancel_transposes(g);
+    remove_copies(g);
     fold_batchnorm(g);
     merge_slices(g);
     fuse_linear_bias(g);
@@ -35,6 +40,113 @@ fn retain(g: &mut Graph, dead: &[bool]) {
         i += 1;
         !dead[i - 1]
     });
+}
+
+/// An NHWC image input (TensorFlow / Keras graphs: `[N, H, W, C]` with C of 1 or 3) that is
+/// only read through `Transpose(perm [0, 3, 1, 2])` becomes an NCHW input, as resq models take
+/// (ONNX order); the transposes become plain copies of it, which [`remove_copies`] drops.
+pub fn nchw_input(g: &mut Graph) {
+    let x = g.input;
+    let s = g.shape(x).to_vec();
+    if s.len() != 4 || !matches!(s[3], 1 | 3) || matches!(s[1], 1 | 3) || x == g.output {
+        return;
+    }
+    let readers: Vec<usize> =
+        (0..g.nodes.len()).filter(|&i| g.nodes[i].inputs.iter().flatten().any(|&t| t == x)).collect();
+    let all_transposes = !readers.is_empty()
+        && readers.iter().all(|&i| {
+            let n = &g.nodes[i];
+            n.op == (Op::Transpose { perm: vec![0, 3, 1, 2] }) && n.inputs.len() == 1
+        });
+    if !all_transposes {
+        return;
+    }
+    g.tensors[x].shape = Some(vec![s[0], s[3], s[1], s[2]]);
+    for i in readers {
+        g.nodes[i].op = Op::Copy;
+    }
+}
+
+/// `Relu/Clip(Transpose(x))` and `Add(Transpose(a), Transpose(b))` (same permutation, same
+/// shapes) become the elementwise op on the untransposed tensors followed by one Transpose,
+/// repeatedly: the transposes that graphs converted from TensorFlow put around every op
+/// (NHWC elementwise ops between NCHW convolutions) then meet their inverses and cancel.
+/// A transpose that other nodes still read stays for them (and usually cancels there).
+pub fn sink_transposes(g: &mut Graph) {
+    let mut changed = true;
+    while changed {
+        changed = false;
+        let producers = g.producers();
+        for i in 0..g.nodes.len() {
+            if !matches!(g.nodes[i].op, Op::Activation(_) | Op::Add { .. }) {
+                continue;
+            }
+            let out = g.nodes[i].outputs[0];
+            let ins: Vec<Option<TensorId>> = g.nodes[i].inputs.clone();
+            let mut perm: Option<Vec<usize>> = None;
+            let mut sources = Vec::new();
+            let ok = ins.iter().all(|t| {
+                let Some(t) = *t else { return false };
+                let Some(p) = producers[t] else { return false };
+                let Op::Transpose { perm: pp } = &g.nodes[p].op else { return false };
+                if perm.as_ref().is_some_and(|q| q != pp) {
+                    return false;
+                }
+                perm = Some(pp.clone());
+                sources.push(g.nodes[p].inputs[0]);
+                g.shape(t) == g.shape(out)
+            });
+            let (true, Some(perm), false) = (ok, perm, ins.is_empty()) else { continue };
+            let src_shape = sources[0].map(|s| g.shape(s).to_vec()).unwrap_or_default();
+            if sources.iter().any(|s| s.map(|s| g.shape(s) != src_shape.as_slice()).unwrap_or(true)) {
+                continue;
+            }
+            let name = g.nodes[i].name.clone();
+            let tmp = g.add_tensor(Tensor {
+                name: format!("{}:untransposed", g.tensors[out].name),
+                dtype: data_type::FLOAT,
+                shape: Some(src_shape),
+                value: None,
+            });
+            let n = &mut g.nodes[i];
+            n.inputs = sources;
+            n.outputs = vec![tmp];
+            g.nodes.insert(
+                i + 1,
+                crate::ir::Node {
+                    name: format!("{name}+transpose"),
+                    op: Op::Transpose { perm },
+                    inputs: vec![Some(tmp)],
+                    outputs: vec![out],
+                },
+            );
+            g.remove_dead_nodes();
+            changed = true;
+            break;
+        }
+    }
+}
+
+/// `Transpose(Transpose(x))` whose permutations compose to the identity reads `x` directly
+/// (the outer becomes a copy; the inner one goes when nothing else reads it). tf2onnx leaves
+/// such pairs around NHWC / NCHW boundaries.
+pub fn cancel_transposes(g: &mut Graph) {
+    for i in 0..g.nodes.len() {
+        let Op::Transpose { perm: outer } = &g.nodes[i].op else { continue };
+        let Some(mid) = g.nodes[i].input(0) else { continue };
+        let Some(p) = g.producers()[mid] else { continue };
+        let Op::Transpose { perm: inner } = &g.nodes[p].op else { continue };
+        // y[d] = mid[outer[d]] = x[inner[outer[d]]].
+        if inner.len() != outer.len() || (0..outer.len()).any(|d| inner[outer[d]] != d) {
+            continue;
+        }
+        let src = g.nodes[p].inputs[0];
+        let n = &mut g.nodes[i];
+        n.op = Op::Copy;
+        n.inputs = vec![src];
+        g.stats.removed += 1;
+    }
+    g.remove_dead_nodes();
 }
 
 /// Copies that do not change the shape (Identity, Dropout, Cast to f32) are removed; chains
@@ -481,6 +593,110 @@ mod tests {
         assert_eq!(names, ["shortcut", "conv+add"]);
         assert_eq!(g.nodes[1].input(3), Some(sc));
         assert_eq!(g.nodes[1].outputs, vec![s]);
+    }
+
+    /// NHWC input -> Transpose(0,3,1,2) -> conv -> Transpose(0,2,3,1) -> Transpose(0,3,1,2):
+    /// the input becomes NCHW and both transpose pairs disappear.
+    #[test]
+    fn nhwc_input_and_cancelling_transposes_are_removed() {
+        let mut g = Graph::default();
+        let x = act(&mut g, "x", &[1, 5, 4, 3]);
+        g.input = x;
+        let xt = act(&mut g, "xt", &[1, 3, 5, 4]);
+        let w = new_const(&mut g, "w".into(), vec![2, 3, 1, 1], vec![1.0; 6]);
+        let c = act(&mut g, "c", &[1, 2, 5, 4]);
+        let a = act(&mut g, "a", &[1, 5, 4, 2]);
+        let b = act(&mut g, "b", &[1, 2, 5, 4]);
+        let r = act(&mut g, "r", &[1, 2, 5, 4]);
+        let tr = |name: &str, perm: Vec<usize>, i, o| Node {
+            name: name.into(),
+            op: Op::Transpose { perm },
+            inputs: vec![Some(i)],
+            outputs: vec![o],
+        };
+        g.nodes.push(tr("to_nchw", vec![0, 3, 1, 2], x, xt));
+        g.nodes.push(Node {
+            name: "conv".into(),
+            op: Op::Conv2d { spec: conv_spec(), act: Act::None },
+            inputs: vec![Some(xt), Some(w), None],
+            outputs: vec![c],
+        });
+        g.nodes.push(tr("to_nhwc", vec![0, 2, 3, 1], c, a));
+        g.nodes.push(tr("back", vec![0, 3, 1, 2], a, b));
+        g.nodes.push(Node {
+            name: "relu".into(),
+            op: Op::Activation(Act::Relu),
+            inputs: vec![Some(b)],
+            outputs: vec![r],
+        });
+        g.output = r;
+        run(&mut g);
+        assert_eq!(g.shape(g.input), [1, 3, 5, 4]);
+        let names: Vec<&str> = g.nodes.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["conv+relu"], "{:?}", g.nodes);
+        assert_eq!(g.nodes[0].input(0), Some(x));
+        // A transpose pair that does not cancel stays.
+        let mut g2 = Graph::default();
+        let x = act(&mut g2, "x", &[1, 2, 3, 4]);
+        g2.input = x;
+        let m = act(&mut g2, "m", &[1, 3, 4, 2]);
+        let y = act(&mut g2, "y", &[1, 4, 2, 3]);
+        g2.nodes.push(tr("t1", vec![0, 2, 3, 1], x, m));
+        g2.nodes.push(tr("t2", vec![0, 2, 3, 1], m, y));
+        g2.output = y;
+        run(&mut g2);
+        assert_eq!(g2.nodes.len(), 2);
+        assert_eq!(g2.shape(g2.input), [1, 2, 3, 4], "an input read by other ops keeps its layout");
+    }
+
+    /// tf2onnx's raw pattern: NCHW convs, NHWC Add and Relu between transposes. The transposes
+    /// sink below the Add and the Relu, meet their inverse and cancel; then the residual add
+    /// and the Relu fuse into the second conv.
+    #[test]
+    fn transposes_sink_through_add_and_relu_and_cancel() {
+        let mut g = Graph::default();
+        let x = act(&mut g, "x", &[1, 2, 3, 3]);
+        g.input = x;
+        let w = new_const(&mut g, "w".into(), vec![2, 2, 1, 1], vec![1.0, 0.5, -0.5, 1.0]);
+        let [a, b] = [act(&mut g, "a", &[1, 2, 3, 3]), act(&mut g, "b", &[1, 2, 3, 3])];
+        let [ta, tb, s, r] = ["ta", "tb", "s", "r"].map(|n| act(&mut g, n, &[1, 3, 3, 2]));
+        let back = act(&mut g, "back", &[1, 2, 3, 3]);
+        let conv = |name: &str, out| Node {
+            name: name.into(),
+            op: Op::Conv2d { spec: conv_spec(), act: Act::None },
+            inputs: vec![Some(x), Some(w), None],
+            outputs: vec![out],
+        };
+        let tr = |name: &str, perm: Vec<usize>, i, o| Node {
+            name: name.into(),
+            op: Op::Transpose { perm },
+            inputs: vec![Some(i)],
+            outputs: vec![o],
+        };
+        g.nodes.push(conv("c1", a));
+        g.nodes.push(tr("ta", vec![0, 2, 3, 1], a, ta));
+        g.nodes.push(conv("c2", b));
+        g.nodes.push(tr("tb", vec![0, 2, 3, 1], b, tb));
+        g.nodes.push(Node {
+            name: "add".into(),
+            op: Op::Add { act: Act::None },
+            inputs: vec![Some(ta), Some(tb)],
+            outputs: vec![s],
+        });
+        g.nodes.push(Node {
+            name: "relu".into(),
+            op: Op::Activation(Act::Relu),
+            inputs: vec![Some(s)],
+            outputs: vec![r],
+        });
+        g.nodes.push(tr("back", vec![0, 3, 1, 2], r, back));
+        g.output = back;
+        run(&mut g);
+        let kinds: Vec<&str> = g.nodes.iter().map(|n| n.op.name()).collect();
+        assert_eq!(kinds, ["Conv2d", "Conv2d"], "{:?}", g.nodes);
+        assert_eq!(g.nodes[1].op, Op::Conv2d { spec: conv_spec(), act: Act::Relu });
+        assert_eq!(g.nodes[1].input(3), Some(a));
+        assert_eq!(g.nodes[1].outputs, vec![back]);
     }
 
     #[test]

@@ -10,7 +10,7 @@ pub mod checkpoint;
 pub mod pickle;
 pub mod resnet;
 
-pub use resnet::{build_graph, infer_arch, Arch, ArchKind, Block};
+pub use resnet::{build_graph, infer_arch, Arch, ArchKind, Block, Variant};
 
 use half::{bf16, f16};
 

@@ -7,7 +7,15 @@
 //!   `planes // 4` zero channels on each side).
 //! - torchvision ResNets (v1.5: the stride sits on the 3x3 conv of a bottleneck): `conv1` (7x7
 //!   stride 2), `bn1`, max pool, `layer{1..4}.{i}.{conv1,bn1,conv2,bn2[,conv3,bn3]}`,
-//!   `layer{s}.0.downsample.{0,1}` (1x1 conv + BN), `fc`.
+//!   `layer{s}.0.downsample.{0,1}` (1x1 conv + BN), `fc`. The same names cover ResNeXt
+//!   (grouped 3x3 in the bottleneck), Wide ResNets (wider bottleneck) and timm's `resnet*`;
+//!   channel counts and groups are always read from the weights, so narrower or wider
+//!   variants of a layout convert too. CIFAR ResNets may also have "option B" projection
+//!   shortcuts (`layer{s}.0.shortcut.{0,1}`: 1x1 conv + BN).
+//! - timm ResNet v2 (pre-activation, `resnetv2_50` ...): `stem.conv` (7x7 stride 2) + max pool,
+//!   `stages.{s}.blocks.{i}.{norm1,conv1,norm2,conv2,norm3,conv3}` with BN -> ReLU before each
+//!   conv, `stages.{s}.blocks.0.downsample.conv` (1x1 on the pre-activated input), `norm`
+//!   (BN -> ReLU) and `head.fc` (1x1 conv with bias).
 //!
 //! The graph is the one `torch.onnx.export` produces for these modules (Conv, BatchNorm,
 //! Relu, Add, Slice, Pad, MaxPool, GlobalAveragePool, Flatten, Gemm), so the passes and the
@@ -33,12 +41,26 @@ pub enum Block {
     Bottleneck,
 }
 
-/// An architecture: family, block type and blocks per stage.
+/// Variant of the block layout (widths and groups are read from the weights).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variant {
+    /// He et al.'s ResNet (v1.5 for torchvision bottlenecks).
+    Plain,
+    /// ResNeXt: grouped 3x3 convolution in the bottleneck.
+    ResNeXt,
+    /// Wide ResNet: the bottleneck's inner width is larger than `out / 4`.
+    Wide,
+    /// ResNet v2 (pre-activation, timm `resnetv2_*` names).
+    PreAct,
+}
+
+/// An architecture: family, block type, blocks per stage and block variant.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Arch {
     pub kind: ArchKind,
     pub block: Block,
     pub blocks: Vec<usize>,
+    pub variant: Variant,
 }
 
 const TORCHVISION: &[(&str, Block, [usize; 4])] = &[
@@ -47,41 +69,102 @@ const TORCHVISION: &[(&str, Block, [usize; 4])] = &[
     ("resnet50", Block::Bottleneck, [3, 4, 6, 3]),
     ("resnet101", Block::Bottleneck, [3, 4, 23, 3]),
     ("resnet152", Block::Bottleneck, [3, 8, 36, 3]),
+    ("resnet200", Block::Bottleneck, [3, 24, 36, 3]),
 ];
 const CIFAR_DEPTHS: &[usize] = &[20, 32, 44, 56, 110];
 
 /// Names `--arch` accepts.
 pub const ARCH_NAMES: &str = "resnet20, resnet32, resnet44, resnet56, resnet110 (CIFAR), \
-                              resnet18, resnet34, resnet50, resnet101, resnet152 (torchvision)";
+                              resnet18, resnet34, resnet50, resnet101, resnet152, resnet200, \
+                              resnext50_32x4d, resnext101_32x8d, resnext101_64x4d, wide_resnet50_2, \
+                              wide_resnet101_2 (torchvision), resnetv2_50, resnetv2_101, resnetv2_152 (timm)";
+
+/// Leading decimal digits of `s` as a number, and the rest.
+fn split_depth(s: &str) -> Option<(usize, &str)> {
+    let end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    Some((s[..end].parse().ok()?, &s[end..]))
+}
+
+/// Blocks per stage of a torchvision-layout depth (also ResNeXt, Wide, v2).
+fn imagenet_blocks(depth: usize) -> Option<(Block, [usize; 4])> {
+    TORCHVISION
+        .iter()
+        .find(|(n, _, _)| n.strip_prefix("resnet").and_then(|d| d.parse::<usize>().ok()) == Some(depth))
+        .map(|(_, b, s)| (*b, *s))
+}
+
+/// Depth of a ResNet with `blocks` of type `block` (stem + per-block convs + head).
+fn depth_of(block: Block, blocks: &[usize]) -> usize {
+    let per = if block == Block::Bottleneck { 3 } else { 2 };
+    per * blocks.iter().sum::<usize>() + 2
+}
 
 impl Arch {
     /// Parse an `--arch` name.
     pub fn parse(name: &str) -> Result<Arch, String> {
-        let n = name.trim().to_ascii_lowercase().replace(['-', '_'], "");
+        let unknown = || format!("unknown architecture '{name}'; known: {ARCH_NAMES}");
+        let lower = name.trim().to_ascii_lowercase().replace('-', "_");
+        let bottleneck = |depth: usize, variant: Variant| match imagenet_blocks(depth) {
+            Some((Block::Bottleneck, blocks)) => {
+                Ok(Arch { kind: ArchKind::Imagenet, block: Block::Bottleneck, blocks: blocks.to_vec(), variant })
+            }
+            _ => Err(unknown()),
+        };
+        // resnext50, resnext50_32x4d, resnext101_64x4d: the groups come from the weights.
+        if let Some(rest) = lower.strip_prefix("resnext") {
+            let (depth, _) = split_depth(rest).ok_or_else(unknown)?;
+            return bottleneck(depth, Variant::ResNeXt);
+        }
+        if let Some(rest) = lower.strip_prefix("wide_resnet").or_else(|| lower.strip_prefix("wideresnet")) {
+            let (depth, rest) = split_depth(rest).ok_or_else(unknown)?;
+            if !matches!(rest, "" | "_2") {
+                return Err(unknown());
+            }
+            return bottleneck(depth, Variant::Wide);
+        }
+        if let Some(rest) = lower.strip_prefix("resnetv2") {
+            let (depth, _) = split_depth(rest.trim_start_matches('_')).ok_or_else(unknown)?;
+            return bottleneck(depth, Variant::PreAct);
+        }
+        let n = lower.replace('_', "");
         if let Some((_, block, blocks)) = TORCHVISION.iter().find(|(a, _, _)| *a == n) {
-            return Ok(Arch { kind: ArchKind::Imagenet, block: *block, blocks: blocks.to_vec() });
+            return Ok(Arch {
+                kind: ArchKind::Imagenet,
+                block: *block,
+                blocks: blocks.to_vec(),
+                variant: Variant::Plain,
+            });
         }
         let depth = n.strip_prefix("resnet").and_then(|d| d.parse::<usize>().ok());
         match depth {
-            Some(d) if CIFAR_DEPTHS.contains(&d) => {
-                Ok(Arch { kind: ArchKind::Cifar, block: Block::Basic, blocks: vec![(d - 2) / 6; 3] })
-            }
-            _ => Err(format!("unknown architecture '{name}'; known: {ARCH_NAMES}")),
+            Some(d) if CIFAR_DEPTHS.contains(&d) => Ok(Arch {
+                kind: ArchKind::Cifar,
+                block: Block::Basic,
+                blocks: vec![(d - 2) / 6; 3],
+                variant: Variant::Plain,
+            }),
+            _ => Err(unknown()),
         }
     }
 
-    /// The usual name (`resnet20`, `resnet50`) or a description of a non-standard depth.
+    /// The usual name (`resnet20`, `resnet50`, `resnext50`, `wide_resnet50_2`, `resnetv2_50`)
+    /// or a description of a non-standard depth.
     pub fn name(&self) -> String {
-        match self.kind {
-            ArchKind::Imagenet => TORCHVISION
-                .iter()
-                .find(|(_, b, s)| *b == self.block && s.as_slice() == self.blocks.as_slice())
-                .map(|(n, _, _)| n.to_string())
-                .unwrap_or_else(|| format!("torchvision-style resnet ({:?} blocks {:?})", self.block, self.blocks)),
-            ArchKind::Cifar if self.block == Block::Basic && self.blocks.iter().all(|&b| b == self.blocks[0]) => {
+        let standard = self.kind == ArchKind::Imagenet
+            && TORCHVISION.iter().any(|(_, b, s)| *b == self.block && s.as_slice() == self.blocks.as_slice());
+        let depth = depth_of(self.block, &self.blocks);
+        match (self.kind, self.variant) {
+            (ArchKind::Imagenet, Variant::Plain) if standard => format!("resnet{depth}"),
+            (ArchKind::Imagenet, Variant::ResNeXt) if standard => format!("resnext{depth}"),
+            (ArchKind::Imagenet, Variant::Wide) if standard => format!("wide_resnet{depth}_2"),
+            (ArchKind::Imagenet, Variant::PreAct) if standard => format!("resnetv2_{depth}"),
+            (ArchKind::Imagenet, v) => {
+                format!("torchvision-style resnet ({v:?} {:?} blocks {:?})", self.block, self.blocks)
+            }
+            (ArchKind::Cifar, _) if self.block == Block::Basic && self.blocks.iter().all(|&b| b == self.blocks[0]) => {
                 format!("resnet{}", 6 * self.blocks[0] + 2)
             }
-            ArchKind::Cifar => format!("CIFAR resnet ({:?} blocks {:?})", self.block, self.blocks),
+            (ArchKind::Cifar, _) => format!("CIFAR resnet ({:?} blocks {:?})", self.block, self.blocks),
         }
     }
 
@@ -143,6 +226,9 @@ pub fn infer_arch(sd: &StateDict) -> Result<Arch, String> {
             found_summary(sd)
         )
     };
+    if sd.get("stem.conv.weight").is_some() && sd.names().any(|n| n.starts_with("stages.")) {
+        return infer_preact(sd).map_err(|why| fail(&why));
+    }
     let conv1 = sd.get("conv1.weight").ok_or_else(|| fail("no conv1.weight"))?;
     let k = conv1.shape.get(2).copied().unwrap_or(0);
     let kind = match (k, sd.get("linear.weight").is_some(), sd.get("fc.weight").is_some()) {
@@ -164,7 +250,47 @@ pub fn infer_arch(sd: &StateDict) -> Result<Arch, String> {
         return Err(fail(&format!("expected stages layer1..layer{want}")));
     }
     let block = if sd.get("layer1.0.conv3.weight").is_some() { Block::Bottleneck } else { Block::Basic };
-    Ok(Arch { kind, block, blocks: counts.into_values().collect() })
+    // ResNeXt / Wide from the first bottleneck's shapes: conv2 [mid, mid/groups, 3, 3],
+    // conv3 [out, mid, 1, 1]; a plain bottleneck has mid = out / 4.
+    let dims = |n: &str| sd.get(n).map(|t| t.shape.clone()).unwrap_or_default();
+    let (c2, c3) = (dims("layer1.0.conv2.weight"), dims("layer1.0.conv3.weight"));
+    let variant = match (block, c2.as_slice(), c3.as_slice()) {
+        (Block::Bottleneck, [mid, per_group, ..], _) if *per_group > 0 && mid / per_group > 1 => Variant::ResNeXt,
+        (Block::Bottleneck, [mid, ..], [out, ..]) if mid * 4 > *out => Variant::Wide,
+        _ => Variant::Plain,
+    };
+    Ok(Arch { kind, block, blocks: counts.into_values().collect(), variant })
+}
+
+/// timm ResNet v2 (`stem.conv`, `stages.{s}.blocks.{i}`, `norm`, `head.fc`).
+fn infer_preact(sd: &StateDict) -> Result<Arch, String> {
+    let mut counts: BTreeMap<usize, usize> = BTreeMap::new();
+    for n in sd.names() {
+        let parts: Vec<&str> = n.split('.').collect();
+        if let ["stages", s, "blocks", i, ..] = parts.as_slice() {
+            if let (Ok(s), Ok(i)) = (s.parse::<usize>(), i.parse::<usize>()) {
+                let e = counts.entry(s).or_default();
+                *e = (*e).max(i + 1);
+            }
+        }
+    }
+    if counts.keys().copied().collect::<Vec<_>>() != (0..4).collect::<Vec<_>>() {
+        return Err("a timm ResNet v2 layout (stem.conv) without stages 0..3".into());
+    }
+    if sd.get("stages.0.blocks.0.conv3.weight").is_none() {
+        return Err("timm ResNet v2 with basic blocks (only bottleneck blocks are supported)".into());
+    }
+    if sd.get("stages.0.blocks.0.norm1.running_var").is_none() {
+        return Err(
+            "timm ResNet v2 without BatchNorm (GroupNorm / weight-standardized BiT models are not supported)".into()
+        );
+    }
+    Ok(Arch {
+        kind: ArchKind::Imagenet,
+        block: Block::Bottleneck,
+        blocks: counts.into_values().collect(),
+        variant: Variant::PreAct,
+    })
 }
 
 /// Collects the tensors the graph uses and every problem with them.
@@ -304,11 +430,15 @@ impl<'a> Builder<'a> {
         let shortcut = if arch.kind == ArchKind::Imagenet && (has_down || stride != 1 || in_c != ms[1]) {
             let d = self.conv(x, &format!("{p}.downsample.0"), out_c, 1, stride, 0);
             self.bn(d, &format!("{p}.downsample.1"))
+        } else if arch.kind == ArchKind::Cifar && self.sd.get(&format!("{p}.shortcut.0.weight")).is_some() {
+            // Option B: 1x1 conv (stride) + BN projection.
+            let d = self.conv(x, &format!("{p}.shortcut.0"), out_c, 1, stride, 0);
+            self.bn(d, &format!("{p}.shortcut.1"))
         } else if arch.kind == ArchKind::Cifar && (stride != 1 || in_c != ms[1]) {
             if self.sd.names().any(|n| n.starts_with(&format!("{p}.shortcut."))) {
                 self.problems.push(format!(
-                    "{p}.shortcut has parameters (an option-B projection shortcut): only the parameter-free \
-                     option-A shortcut of the CIFAR ResNets is supported"
+                    "{p}.shortcut has parameters but no 'shortcut.0.weight': only the option-A (parameter-free) \
+                     and option-B (shortcut.0 1x1 conv + shortcut.1 BN) shortcuts are supported"
                 ));
             }
             // x[:, :, ::2, ::2], then planes // 4 zero channels on each side.
@@ -346,6 +476,48 @@ impl<'a> Builder<'a> {
         let y = self.node(&format!("{p}.add"), Op::Add { act: Act::None }, vec![Some(main), Some(shortcut)], ms);
         self.relu(y, &format!("{p}.relu"))
     }
+
+    /// BatchNorm `{p}` then ReLU (timm's BatchNormAct2d).
+    fn bn_relu(&mut self, x: TensorId, p: &str) -> TensorId {
+        let y = self.bn(x, p);
+        self.relu(y, &format!("{p}.act"))
+    }
+
+    /// timm's PreActBottleneck: `pre = relu(norm1(x))`, shortcut `downsample.conv(pre)` or `x`,
+    /// `conv3(relu(norm3(conv2(relu(norm2(conv1(pre)))))))` + shortcut; the stride sits on conv2.
+    fn preact_block(&mut self, x: TensorId, stage: usize, i: usize) -> TensorId {
+        let p = format!("stages.{stage}.blocks.{i}");
+        let stride = if stage > 0 && i == 0 { 2 } else { 1 };
+        let out_c = 256 << stage;
+        let pre = self.bn_relu(x, &format!("{p}.norm1"));
+        let y = self.conv(pre, &format!("{p}.conv1"), out_c / 4, 1, 1, 0);
+        let y = self.bn_relu(y, &format!("{p}.norm2"));
+        let mid = self.g.shape(y)[1];
+        let y = self.conv(y, &format!("{p}.conv2"), mid, 3, stride, 1);
+        let y = self.bn_relu(y, &format!("{p}.norm3"));
+        let main = self.conv(y, &format!("{p}.conv3"), out_c, 1, 1, 0);
+        let ms = self.g.shape(main).to_vec();
+        let shortcut = if self.sd.get(&format!("{p}.downsample.conv.weight")).is_some() {
+            self.conv(pre, &format!("{p}.downsample.conv"), ms[1], 1, stride, 0)
+        } else {
+            x
+        };
+        let ss = self.g.shape(shortcut).to_vec();
+        if ss != ms {
+            self.problems.push(format!("{p}: the residual branch gives {ms:?} but the shortcut {ss:?}"));
+            return main;
+        }
+        self.node(&format!("{p}.add"), Op::Add { act: Act::None }, vec![Some(main), Some(shortcut)], ms)
+    }
+
+    /// 3x3 stride-2 max pool with padding 1 (torchvision's and timm's stems).
+    fn stem_pool(&mut self, y: TensorId) -> TensorId {
+        let s = self.g.shape(y).to_vec();
+        let spec =
+            PoolSpec { kernel: [3, 3], strides: [2, 2], pads: [1; 4], dilations: [1, 1], count_include_pad: false };
+        let out = vec![s[0], s[1], (s[2] + 2 - 3) / 2 + 1, (s[3] + 2 - 3) / 2 + 1];
+        self.node("maxpool", Op::MaxPool(spec), vec![Some(y)], out)
+    }
 }
 
 /// Build the IR graph of `arch` from the state dict; input `[batch, 3, hw[0], hw[1]]` NCHW.
@@ -363,38 +535,55 @@ pub fn build_graph(sd: &StateDict, arch: &Arch, batch: usize, hw: [usize; 2]) ->
     let x = b.act("input".into(), vec![batch, 3, hw[0], hw[1]]);
     b.g.input = x;
     let stem = arch.stem_width();
-    let mut y = match arch.kind {
-        ArchKind::Cifar => {
-            let y = b.conv(x, "conv1", stem, 3, 1, 1);
-            let y = b.bn(y, "bn1");
-            b.relu(y, "relu")
+    if arch.variant == Variant::PreAct {
+        let y = b.conv(x, "stem.conv", stem, 7, 2, 3);
+        let mut y = b.stem_pool(y);
+        for (stage, &n) in arch.blocks.iter().enumerate() {
+            for i in 0..n {
+                y = b.preact_block(y, stage, i);
+            }
         }
-        ArchKind::Imagenet => {
-            let y = b.conv(x, "conv1", stem, 7, 2, 3);
-            let y = b.bn(y, "bn1");
-            let y = b.relu(y, "relu");
-            let s = b.g.shape(y).to_vec();
-            let spec =
-                PoolSpec { kernel: [3, 3], strides: [2, 2], pads: [1; 4], dilations: [1, 1], count_include_pad: false };
-            let out = vec![s[0], s[1], (s[2] + 2 - 3) / 2 + 1, (s[3] + 2 - 3) / 2 + 1];
-            b.node("maxpool", Op::MaxPool(spec), vec![Some(y)], out)
+        let y = b.bn_relu(y, "norm");
+        let s = b.g.shape(y).to_vec();
+        let pooled = b.node("head.global_pool", Op::GlobalAvgPool, vec![Some(y)], vec![s[0], s[1], 1, 1]);
+        let classes = sd.get("head.fc.weight").and_then(|t| t.shape.first().copied()).unwrap_or(1000);
+        let logits = b.conv(pooled, "head.fc", classes, 1, 1, 0);
+        if sd.get("head.fc.bias").is_none() {
+            b.problems.push(format!("missing tensor 'head.fc.bias' (shape [{classes}])"));
         }
-    };
-    for (stage, &n) in arch.blocks.iter().enumerate() {
-        let width = stem << stage;
-        for i in 0..n {
-            y = b.block(y, arch, stage, i, width);
+        let classes = b.g.shape(logits)[1];
+        b.g.output = b.node("head.flatten", Op::Copy, vec![Some(logits)], vec![s[0], classes]);
+    } else {
+        let mut y = match arch.kind {
+            ArchKind::Cifar => {
+                let y = b.conv(x, "conv1", stem, 3, 1, 1);
+                let y = b.bn(y, "bn1");
+                b.relu(y, "relu")
+            }
+            ArchKind::Imagenet => {
+                let y = b.conv(x, "conv1", stem, 7, 2, 3);
+                let y = b.bn(y, "bn1");
+                let y = b.relu(y, "relu");
+                b.stem_pool(y)
+            }
+        };
+        for (stage, &n) in arch.blocks.iter().enumerate() {
+            let width = stem << stage;
+            for i in 0..n {
+                y = b.block(y, arch, stage, i, width);
+            }
         }
+        let s = b.g.shape(y).to_vec();
+        let pooled = b.node("avgpool", Op::GlobalAvgPool, vec![Some(y)], vec![s[0], s[1], 1, 1]);
+        let flat = b.node("flatten", Op::Copy, vec![Some(pooled)], vec![s[0], s[1]]);
+        let head = if arch.kind == ArchKind::Cifar { "linear" } else { "fc" };
+        let classes = sd.get(&format!("{head}.weight")).and_then(|t| t.shape.first().copied()).unwrap_or(10);
+        let (w, _) = b.weight(&format!("{head}.weight"), &[Some(classes), Some(s[1])], classes);
+        let (bias, _) = b.weight(&format!("{head}.bias"), &[Some(classes)], classes);
+        let out =
+            b.node(head, Op::Linear { act: Act::None }, vec![Some(flat), Some(w), Some(bias)], vec![s[0], classes]);
+        b.g.output = out;
     }
-    let s = b.g.shape(y).to_vec();
-    let pooled = b.node("avgpool", Op::GlobalAvgPool, vec![Some(y)], vec![s[0], s[1], 1, 1]);
-    let flat = b.node("flatten", Op::Copy, vec![Some(pooled)], vec![s[0], s[1]]);
-    let head = if arch.kind == ArchKind::Cifar { "linear" } else { "fc" };
-    let classes = sd.get(&format!("{head}.weight")).and_then(|t| t.shape.first().copied()).unwrap_or(10);
-    let (w, _) = b.weight(&format!("{head}.weight"), &[Some(classes), Some(s[1])], classes);
-    let (bias, _) = b.weight(&format!("{head}.bias"), &[Some(classes)], classes);
-    let out = b.node(head, Op::Linear { act: Act::None }, vec![Some(flat), Some(w), Some(bias)], vec![s[0], classes]);
-    b.g.output = out;
 
     let unused: Vec<String> = sd
         .tensors
@@ -421,4 +610,32 @@ pub fn build_graph(sd: &StateDict, arch: &Arch, batch: usize, hw: [usize; 2]) ->
         )));
     }
     Ok(b.g)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arch_names_parse_and_round_trip() {
+        for (name, canonical, variant, blocks) in [
+            ("resnet200", "resnet200", Variant::Plain, vec![3, 24, 36, 3]),
+            ("ResNeXt50_32x4d", "resnext50", Variant::ResNeXt, vec![3, 4, 6, 3]),
+            ("resnext101_64x4d", "resnext101", Variant::ResNeXt, vec![3, 4, 23, 3]),
+            ("wide_resnet50_2", "wide_resnet50_2", Variant::Wide, vec![3, 4, 6, 3]),
+            ("wide-resnet101-2", "wide_resnet101_2", Variant::Wide, vec![3, 4, 23, 3]),
+            ("resnetv2_50", "resnetv2_50", Variant::PreAct, vec![3, 4, 6, 3]),
+            ("resnetv2-152", "resnetv2_152", Variant::PreAct, vec![3, 8, 36, 3]),
+            ("ResNet-20", "resnet20", Variant::Plain, vec![3, 3, 3]),
+        ] {
+            let a = Arch::parse(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!((a.variant, &a.blocks), (variant, &blocks), "{name}");
+            assert_eq!(a.name(), canonical, "{name}");
+            assert_eq!(Arch::parse(&a.name()).unwrap(), a, "{name}");
+        }
+        for bad in ["resnext18", "wide_resnet50_4", "resnetv2_34", "resnext", "vgg16"] {
+            let e = Arch::parse(bad).unwrap_err();
+            assert!(e.contains("resnext50_32x4d") && e.contains("resnetv2_50"), "{bad}: {e}");
+        }
+    }
 }
