@@ -1,4 +1,5 @@
-//! fp32 kernels on real ResNet layer shapes, 1 thread, generic vs AVX2 (when present).
+//! fp32 kernels on real ResNet layer shapes, 1 thread, generic vs AVX2 (when present), and
+//! the same kernels reading f16 weights (`*-f16`, AVX2+F16C only).
 //! Throughput is in FLOP (2 x direct-convolution MACs), so criterion's "elem/s" reads as
 //! FLOP/s; Winograd is counted with the direct MACs too, so the numbers compare directly.
 //!
@@ -11,8 +12,13 @@ use resq::kernels::gemm::{
     conv2d_packed, conv2d_packed_scratch_len, conv2d_winograd, conv2d_winograd_scratch_len, micro_kernel,
     prefer_winograd, Act, ConvGeom, Epilogue, MicroTile,
 };
-use resq::kernels::pack::{pack_n16, pack_winograd_f43};
+use resq::kernels::pack::{f16, pack_n16, pack_winograd_f43};
+use resq::team::{Parallel, Team};
 use resq::Isa;
+
+fn to_f16(v: &[f32]) -> Vec<f16> {
+    v.iter().map(|&x| f16::from_f32(x)).collect()
+}
 
 fn isas() -> Vec<Isa> {
     let mut v = vec![Isa::Generic];
@@ -88,7 +94,13 @@ fn conv_benches(c: &mut Criterion) {
         let mut scratch = vec![0.0f32; conv2d_packed_scratch_len(&g, 1)];
         for isa in isas() {
             group.bench_function(BenchmarkId::new("packed", isa), |b| {
-                b.iter(|| conv2d_packed(isa, &g, &x, &wp, &ep, &mut y, &mut scratch, None))
+                b.iter(|| conv2d_packed(isa, &g, &x, &wp, &ep, &mut y, &mut scratch, None::<&Team>))
+            });
+        }
+        if let Some(isa) = isas().into_iter().find(|&i| i != Isa::Generic) {
+            let wh = to_f16(&wp);
+            group.bench_function(BenchmarkId::new("packed-f16", isa), |b| {
+                b.iter(|| conv2d_packed(isa, &g, &x, &wh, &ep, &mut y, &mut scratch, None::<&Team>))
             });
         }
         if k == 3 && s == 1 {
@@ -96,7 +108,13 @@ fn conv_benches(c: &mut Criterion) {
             let mut scratch = vec![0.0f32; conv2d_winograd_scratch_len(&g, 1)];
             for isa in isas() {
                 group.bench_function(BenchmarkId::new("winograd", isa), |b| {
-                    b.iter(|| conv2d_winograd(isa, &g, &x, &ww, &ep, &mut y, &mut scratch, None))
+                    b.iter(|| conv2d_winograd(isa, &g, &x, &ww, &ep, &mut y, &mut scratch, None::<&Team>))
+                });
+            }
+            if let Some(isa) = isas().into_iter().find(|&i| i != Isa::Generic) {
+                let wh = to_f16(&ww);
+                group.bench_function(BenchmarkId::new("winograd-f16", isa), |b| {
+                    b.iter(|| conv2d_winograd(isa, &g, &x, &wh, &ep, &mut y, &mut scratch, None::<&Team>))
                 });
             }
         }
@@ -166,11 +184,14 @@ fn resnet50_layers() -> Vec<(usize, usize, usize, usize, usize, bool)> {
 
 /// The whole ResNet-50 convolution stack (conv layers only: no pooling), each layer with the
 /// algorithm `prefer_winograd` picks, at 1 and 2 threads: the kernel share of a whole-model run.
+/// Variants, interleaved in one process: f32 weights on the session's static team (`team`)
+/// and on a rayon pool (`rayon`, what sessions used before), and f16 weights on the team.
 fn resnet50_stack(c: &mut Criterion) {
     struct Layer {
         g: ConvGeom,
         x: Vec<f32>,
         w: Vec<f32>,
+        wh: Vec<f16>,
         bias: Vec<f32>,
         res: Option<Vec<f32>>,
         y: Vec<f32>,
@@ -188,6 +209,7 @@ fn resnet50_stack(c: &mut Criterion) {
             Layer {
                 g,
                 x: data(g.n * g.in_h * g.in_w * g.in_c, 1),
+                wh: to_f16(&w),
                 w,
                 bias: data(co, 2),
                 res: res.then(|| data(y_len, 3)),
@@ -201,8 +223,26 @@ fn resnet50_stack(c: &mut Criterion) {
     group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
     group.throughput(Throughput::Elements(flops));
     let Some(isa) = isas().pop() else { return };
+    fn run_stack<P: Parallel + ?Sized>(
+        isa: Isa,
+        layers: &mut [Layer],
+        scratch: &mut [f32],
+        pool: Option<&P>,
+        half: bool,
+    ) {
+        for l in layers.iter_mut() {
+            let ep = Epilogue { bias: Some(&l.bias), residual: l.res.as_deref(), act: Act::Relu };
+            match (l.winograd, half) {
+                (true, false) => conv2d_winograd(isa, &l.g, &l.x, &l.w, &ep, &mut l.y, scratch, pool),
+                (true, true) => conv2d_winograd(isa, &l.g, &l.x, &l.wh, &ep, &mut l.y, scratch, pool),
+                (false, false) => conv2d_packed(isa, &l.g, &l.x, &l.w, &ep, &mut l.y, scratch, pool),
+                (false, true) => conv2d_packed(isa, &l.g, &l.x, &l.wh, &ep, &mut l.y, scratch, pool),
+            }
+        }
+    }
     for threads in [1usize, 2] {
-        let Ok(pool) = rayon::ThreadPoolBuilder::new().num_threads(threads).build() else { return };
+        let Ok(team) = Team::new(threads) else { return };
+        let Ok(rayon) = rayon::ThreadPoolBuilder::new().num_threads(threads).build() else { return };
         let scratch_len = layers
             .iter()
             .map(|l| {
@@ -215,18 +255,18 @@ fn resnet50_stack(c: &mut Criterion) {
             .max()
             .unwrap_or(0);
         let mut scratch = vec![0.0f32; scratch_len];
-        group.bench_function(BenchmarkId::new(format!("{isa}"), format!("{threads}t")), |b| {
-            b.iter(|| {
-                for l in layers.iter_mut() {
-                    let ep = Epilogue { bias: Some(&l.bias), residual: l.res.as_deref(), act: Act::Relu };
-                    let pool = (threads > 1).then_some(&pool);
-                    if l.winograd {
-                        conv2d_winograd(isa, &l.g, &l.x, &l.w, &ep, &mut l.y, &mut scratch, pool);
-                    } else {
-                        conv2d_packed(isa, &l.g, &l.x, &l.w, &ep, &mut l.y, &mut scratch, pool);
-                    }
-                }
-            })
+        let team = (threads > 1).then_some(&team);
+        let rayon = (threads > 1).then_some(&rayon);
+        group.bench_function(BenchmarkId::new(format!("{isa}/f32/team"), format!("{threads}t")), |b| {
+            b.iter(|| run_stack(isa, &mut layers, &mut scratch, team, false))
+        });
+        if threads > 1 {
+            group.bench_function(BenchmarkId::new(format!("{isa}/f32/rayon"), format!("{threads}t")), |b| {
+                b.iter(|| run_stack(isa, &mut layers, &mut scratch, rayon, false))
+            });
+        }
+        group.bench_function(BenchmarkId::new(format!("{isa}/f16/team"), format!("{threads}t")), |b| {
+            b.iter(|| run_stack(isa, &mut layers, &mut scratch, team, true))
         });
     }
     group.finish();

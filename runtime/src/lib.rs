@@ -19,6 +19,7 @@ pub mod ops;
 pub mod plan;
 pub mod preprocess;
 pub mod session;
+pub mod team;
 
 pub use error::{Error, Result};
 pub use format::{DType, Layout, PreprocessPreset};

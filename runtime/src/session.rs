@@ -1,22 +1,19 @@
 //! A session: one inference context over a shared [`Model`]. It owns the activation arena,
-//! the scratch buffer and (for more than one thread) a rayon thread pool, all allocated in
-//! [`Session::new`]; [`Session::run`] allocates nothing and takes no locks of its own.
+//! the scratch buffer and (for more than one thread) a static thread team
+//! ([`crate::team::Team`]), all allocated in [`Session::new`]; [`Session::run`] allocates
+//! nothing and takes no locks of its own.
 //!
-//! Threads: with `threads > 1` the ops are driven from one of the pool's own threads (a
-//! long-lived "driver" job), so the kernels' parallel loops run as rayon `join`s inside the
-//! pool. Entering a rayon pool from outside (`ThreadPool::install`) pushes onto the pool's
-//! global injector queue, which allocates a new queue block every few dozen calls; handing
-//! the run to the driver with an atomic sequence number and `park`/`unpark` does not.
+//! Threads: the ops run on the caller's thread; a kernel's parallel loop hands one statically
+//! computed share to each of the team's `threads - 1` parked workers and runs share 0 itself
+//! (rayon, used before, allocated now and then inside its deques under contention; see
+//! `team.rs`).
 
 use crate::error::{Error, Result};
 use crate::format::{DType, Layout};
 use crate::kernels::Isa;
 use crate::model::{Model, Parts, Src};
 use crate::ops::RunCtx;
-use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::thread::Thread;
+use crate::team::Team;
 use std::time::Instant;
 
 /// Session options: `Options::default().threads(2).max_isa(Isa::Generic)`.
@@ -95,7 +92,7 @@ pub struct Session<'m> {
     scratch: Vec<Block>,
     isa: Isa,
     threads: usize,
-    driver: Option<Driver>,
+    team: Option<Team>,
     keep: bool,
 }
 
@@ -157,7 +154,11 @@ impl<'m> Session<'m> {
         }
         .implemented();
         let scratch_len = model.ops.iter().map(|o| o.scratch_len(threads)).max().unwrap_or(0);
-        let driver = if threads > 1 { Some(Driver::start(threads)?) } else { None };
+        let team = if threads > 1 {
+            Some(Team::new(threads).map_err(|e| Error::ThreadPool { threads, what: e.to_string() })?)
+        } else {
+            None
+        };
         let keep = options.keep_intermediates;
         let parts = if keep { &model.parts_kept } else { &model.parts };
         Ok(Session {
@@ -166,7 +167,7 @@ impl<'m> Session<'m> {
             scratch: blocks(scratch_len, "scratch buffer")?,
             isa,
             threads,
-            driver,
+            team,
             keep,
         })
     }
@@ -190,7 +191,7 @@ impl<'m> Session<'m> {
         self.run_inner(input, Some(per_op_seconds))
     }
 
-    fn run_inner(&mut self, input: &[f32], mut prof: Option<&mut [f64]>) -> Result<&[f32]> {
+    fn run_inner(&mut self, input: &[f32], prof: Option<&mut [f64]>) -> Result<&[f32]> {
         let model = self.model;
         if input.len() != model.input_len() {
             return Err(Error::Input { expected: model.input_len(), found: input.len() });
@@ -199,13 +200,7 @@ impl<'m> Session<'m> {
         let parts = self.parts();
         let arena: &mut [u8] = bytemuck::cast_slice_mut(&mut self.arena);
         let scratch: &mut [f32] = bytemuck::cast_slice_mut(&mut self.scratch);
-        match &self.driver {
-            None => exec(model, parts, arena, scratch, input, None, isa, prof),
-            Some(d) => {
-                let pool = &d.pool;
-                d.run(&mut || exec(model, parts, arena, scratch, input, Some(pool), isa, prof.as_deref_mut()));
-            }
-        }
+        exec(model, parts, arena, scratch, input, self.team.as_ref(), isa, prof);
         let (o, n) = parts.output_slot;
         Ok(bytemuck::cast_slice(&bytemuck::cast_slice::<Block, u8>(&self.arena)[o..o + n]))
     }
@@ -272,7 +267,7 @@ fn exec(
     arena: &mut [u8],
     scratch: &mut [f32],
     input: &[f32],
-    pool: Option<&rayon::ThreadPool>,
+    pool: Option<&Team>,
     isa: Isa,
     mut prof: Option<&mut [f64]>,
 ) {
@@ -301,127 +296,6 @@ fn exec(
         if let (Some(t0), Some(p)) = (t0, prof.as_deref_mut()) {
             p[i] = t0.elapsed().as_secs_f64();
         }
-    }
-}
-
-/// A job handed to the driver: a type-erased `&mut dyn FnMut()` living on the caller's stack.
-type JobPtr = *mut (dyn FnMut() + Send + 'static);
-
-/// State shared by the caller and the driver job.
-///
-/// Protocol: the caller writes `job` and `caller`, then publishes a new sequence number in
-/// `request` (Release) and unparks the driver; the driver reads `request` (Acquire), runs the
-/// job, stores the same number in `done` (Release) and unparks the caller, which waits for
-/// `done` (Acquire) before returning. So `job`/`caller` are written only while the driver is
-/// idle and read only while the caller is waiting: never concurrently.
-struct Shared {
-    request: AtomicU64,
-    done: AtomicU64,
-    shutdown: AtomicBool,
-    panicked: AtomicBool,
-    job: UnsafeCell<Option<JobPtr>>,
-    caller: UnsafeCell<Option<Thread>>,
-}
-
-// SAFETY: the UnsafeCells are accessed by one thread at a time, as the protocol above
-// guarantees; the job pointer targets a `Send` closure that outlives its use (the caller
-// blocks until `done`).
-unsafe impl Sync for Shared {}
-// SAFETY: as above; the raw pointer is only a hand-over slot.
-unsafe impl Send for Shared {}
-
-struct Driver {
-    pool: rayon::ThreadPool,
-    shared: Arc<Shared>,
-    worker: Thread,
-}
-
-impl Driver {
-    fn start(threads: usize) -> Result<Driver> {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("resq-{i}"))
-            .build()
-            .map_err(|e| Error::ThreadPool { threads, what: e.to_string() })?;
-        let shared = Arc::new(Shared {
-            request: AtomicU64::new(0),
-            done: AtomicU64::new(0),
-            shutdown: AtomicBool::new(false),
-            panicked: AtomicBool::new(false),
-            job: UnsafeCell::new(None),
-            caller: UnsafeCell::new(None),
-        });
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sh = Arc::clone(&shared);
-        pool.spawn(move || {
-            let _ = tx.send(std::thread::current());
-            drive(&sh);
-        });
-        let worker = rx.recv().map_err(|e| Error::ThreadPool { threads, what: e.to_string() })?;
-        Ok(Driver { pool, shared, worker })
-    }
-
-    /// Run `f` on the driver thread and wait for it.
-    fn run(&self, f: &mut (dyn FnMut() + Send + '_)) {
-        let sh = &*self.shared;
-        // SAFETY: only the lifetime is erased. The pointer is dereferenced by the driver
-        // between our Release store of `request` and its Release store of `done`, and we do
-        // not return (so `f` stays alive and exclusively lent) until we have seen `done`.
-        let ptr: JobPtr = unsafe { std::mem::transmute::<*mut (dyn FnMut() + Send + '_), JobPtr>(f) };
-        let seq = sh.request.load(Ordering::Relaxed) + 1;
-        // SAFETY: the driver is idle (it finished request `seq - 1`, which we waited for), so
-        // nobody else accesses these cells now (see `Shared`).
-        unsafe {
-            *sh.job.get() = Some(ptr);
-            *sh.caller.get() = Some(std::thread::current());
-        }
-        sh.request.store(seq, Ordering::Release);
-        self.worker.unpark();
-        while sh.done.load(Ordering::Acquire) != seq {
-            std::thread::park();
-        }
-        // SAFETY: the driver finished request `seq` and is idle again.
-        unsafe { *sh.job.get() = None };
-        if sh.panicked.swap(false, Ordering::Relaxed) {
-            panic!("resq: an op panicked on the session's driver thread");
-        }
-    }
-}
-
-/// The driver loop, run as one long-lived job on a pool thread.
-fn drive(sh: &Shared) {
-    let mut seen = 0u64;
-    loop {
-        if sh.shutdown.load(Ordering::Acquire) {
-            return;
-        }
-        let r = sh.request.load(Ordering::Acquire);
-        if r == seen {
-            std::thread::park();
-            continue;
-        }
-        seen = r;
-        // SAFETY: the caller published `job`/`caller` before `request` (Release, read with
-        // Acquire above) and waits until we store `done`; the closure is alive until then.
-        let (job, caller) = unsafe { (*sh.job.get(), (*sh.caller.get()).clone()) };
-        if let Some(job) = job {
-            // SAFETY: see above: `job` points to a live `FnMut` lent exclusively to us.
-            let f = unsafe { &mut *job };
-            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
-                sh.panicked.store(true, Ordering::Relaxed);
-            }
-        }
-        sh.done.store(seen, Ordering::Release);
-        if let Some(c) = caller {
-            c.unpark();
-        }
-    }
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        self.shared.shutdown.store(true, Ordering::Release);
-        self.worker.unpark();
     }
 }
 

@@ -12,6 +12,7 @@ use resq::kernels::gemm::{
 };
 use resq::kernels::generic::gemm::gemm_f32_6x16__generic;
 use resq::kernels::pack::{pack_n16, pack_winograd_f43, packed_n16_len, winograd_f43_len};
+use resq::team::Team;
 use resq::Isa;
 
 const SENTINEL: f32 = -12345.5;
@@ -190,9 +191,9 @@ impl Case {
     }
 
     /// Runs the kernel; checks nothing past y's end was written.
-    fn run(&self, isa: Isa, algo: Algo, pool: Option<&rayon::ThreadPool>) -> Vec<f32> {
+    fn run(&self, isa: Isa, algo: Algo, pool: Option<&Team>) -> Vec<f32> {
         let g = &self.g;
-        let threads = pool.map_or(1, |p| p.current_num_threads());
+        let threads = pool.map_or(1, |p| p.threads());
         let w = self.packed_w(algo);
         let y_len = g.n * g.out_h * g.out_w * g.out_c;
         let mut y = vec![SENTINEL; y_len + 64];
@@ -449,8 +450,7 @@ fn conv2d_winograd_matches_naive() {
 fn results_are_bit_identical_across_thread_counts() {
     let isas = isas();
     let mut rng = Rng(99);
-    let pools: Vec<rayon::ThreadPool> =
-        (1..=4).map(|t| rayon::ThreadPoolBuilder::new().num_threads(t).build().expect("thread pool")).collect();
+    let pools: Vec<Team> = (1..=4).map(|t| Team::new(t).expect("thread team")).collect();
     let packed = [
         geom(1, (28, 28), (32, 48), (3, 3), 2, [1; 4], 1, 1),
         geom(2, (15, 15), (40, 40), (1, 1), 1, [0; 4], 1, 1),
@@ -479,7 +479,7 @@ fn results_are_bit_identical_across_thread_counts() {
                     y.iter().zip(&single).all(|(a, b)| a.to_bits() == b.to_bits()),
                     "{isa} {algo:?} {:?}: {} threads differ from 1",
                     c.g,
-                    pool.current_num_threads()
+                    pool.threads()
                 );
             }
         }
@@ -556,7 +556,7 @@ fn wrong_lengths_do_not_touch_memory() {
             let mut y = vec![SENTINEL; 100];
             let mut s = vec![0.0; scratch_len];
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                conv2d_packed(isa, &g, x, w, ep, &mut y, &mut s, None)
+                conv2d_packed(isa, &g, x, w, ep, &mut y, &mut s, None::<&Team>)
             }));
             assert!(y.iter().all(|&v| v == SENTINEL), "{isa}: conv2d_packed wrote with bad lengths");
         }
@@ -569,7 +569,7 @@ fn wrong_lengths_do_not_touch_memory() {
             let mut y = vec![SENTINEL; 100];
             let mut s = vec![0.0; scratch_len];
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                conv2d_winograd(isa, &g, x, w, ep, &mut y, &mut s, None)
+                conv2d_winograd(isa, &g, x, w, ep, &mut y, &mut s, None::<&Team>)
             }));
             assert!(y.iter().all(|&v| v == SENTINEL), "{isa}: conv2d_winograd wrote with bad lengths");
         }
@@ -578,14 +578,14 @@ fn wrong_lengths_do_not_touch_memory() {
         assert_eq!(conv2d_winograd_scratch_len(&g2, 1), 0);
         let mut y = vec![SENTINEL; 100];
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            conv2d_winograd(isa, &g2, &x_ok, &wu, &ep, &mut y, &mut [], None)
+            conv2d_winograd(isa, &g2, &x_ok, &wu, &ep, &mut y, &mut [], None::<&Team>)
         }));
         assert!(y.iter().all(|&v| v == SENTINEL));
     }
 }
 
 /// Counts allocations made on threads that opted in: the test thread during the calls
-/// (`CALLER`) and the test's own pool threads (`POOL`), so other tests running concurrently
+/// (`CALLER`) and the test's own team workers (`POOL`), so other tests running concurrently
 /// do not interfere.
 mod counting {
     use std::alloc::{GlobalAlloc, Layout, System};
@@ -632,11 +632,22 @@ static ALLOC: counting::Counting = counting::Counting;
 fn kernels_do_not_allocate() {
     use std::sync::atomic::Ordering;
     let mut rng = Rng(31);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(3)
-        .start_handler(|_| counting::TRACKED.with(|t| t.set(2)))
-        .build()
-        .expect("thread pool");
+    let pool = Team::new(3).expect("thread team");
+    // Mark the two workers as counted: three shares that wait for each other run on three
+    // threads; the two that are not this one are the workers.
+    let me = std::thread::current().id();
+    let arrived = std::sync::atomic::AtomicUsize::new(0);
+    pool.run(3, &|_| {
+        if std::thread::current().id() != me {
+            counting::TRACKED.with(|t| t.set(2));
+        }
+        arrived.fetch_add(1, Ordering::SeqCst);
+        let t0 = std::time::Instant::now();
+        while arrived.load(Ordering::SeqCst) < 3 && t0.elapsed().as_secs() < 20 {
+            std::hint::spin_loop();
+        }
+    });
+    assert_eq!(arrived.load(Ordering::SeqCst), 3);
     let cases = [
         (
             Case::new(&mut rng, geom(1, (12, 12), (16, 40), (3, 3), 2, [1; 4], 1, 1), true, true, Act::Relu),
@@ -667,7 +678,7 @@ fn kernels_do_not_allocate() {
                     Algo::Packed => conv2d_packed(isa, g, &c.x, &w, &ep, &mut y, &mut s, pool),
                     Algo::Winograd => conv2d_winograd(isa, g, &c.x, &w, &ep, &mut y, &mut s, pool),
                 };
-                call(); // warm-up: rayon initialises its per-thread latches lazily
+                call(); // warm-up
                 counting::TRACKED.with(|t| t.set(1));
                 let total = || counting::CALLER.load(Ordering::SeqCst) + counting::POOL.load(Ordering::SeqCst);
                 let (caller0, total0) = (counting::CALLER.load(Ordering::SeqCst), total());
@@ -681,12 +692,9 @@ fn kernels_do_not_allocate() {
                     let allocs = counting::CALLER.load(Ordering::SeqCst) - caller0;
                     assert_eq!(allocs, 0, "{isa} {algo:?} {g:?} allocated");
                 } else {
-                    // rayon itself allocates now and then (a new injector block every 63 jobs,
-                    // crossbeam-epoch bags when deques are stolen from, also while its threads
-                    // wind down from an earlier call): allow a few in 50 calls, not one per call.
+                    // The static team allocates nothing, on the caller or on its workers.
                     let allocs = total() - total0;
-                    eprintln!("{isa} {algo:?} with a pool: {allocs} allocations in {CALLS} calls");
-                    assert!(allocs < CALLS / 5, "{isa} {algo:?} {g:?}: {allocs} allocations in {CALLS} calls");
+                    assert_eq!(allocs, 0, "{isa} {algo:?} {g:?}: {allocs} allocations in {CALLS} calls with a team");
                 }
             }
         }

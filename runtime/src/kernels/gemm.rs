@@ -32,10 +32,9 @@
 //! Measured: all ResNet-50 convolutions (`resnet50_conv_stack` bench) 75.6 ms at 1 thread,
 //! 41.5 ms at 2 (best-of-25 per layer; the box was shared with other jobs).
 
-use rayon::prelude::*;
-
-use super::pack::NR;
+use super::pack::{WeightElem, NR};
 use super::Isa;
+use crate::team::Parallel;
 
 pub use super::winograd::{conv2d_winograd, conv2d_winograd_scratch_len, prefer_winograd};
 
@@ -134,10 +133,10 @@ impl ConvGeom {
 /// The slice-length contract shared by the conv entry points (each `(slice, needed length)`;
 /// a needed weight length of 0 means the geometry has no valid packing). Checked once per
 /// call so nothing below reads or writes out of bounds even if the caller is wrong.
-pub(crate) fn slices_fit(
+pub(crate) fn slices_fit<W>(
     g: &ConvGeom,
     x: (&[f32], usize),
-    w: (&[f32], usize),
+    w: (&[W], usize),
     ep: &Epilogue,
     y: (&[f32], usize),
     scratch: (&[f32], usize),
@@ -157,20 +156,21 @@ pub(crate) fn slices_fit(
 /// Pointer contract (what the kernels may touch):
 /// - `a[i]` for `i < m`: readable for `k` f32 (row i of A, contiguous in k). Entries `>= m`
 ///   are never read (callers set them to `a[0]` so no dangling pointer is ever formed).
-/// - `b`: readable for `16*k` f32 (`k` rows of 16 packed output channels; lanes `>= n` are
-///   zero padding and are read but not stored).
+/// - `b`: readable for `16*k` weight elements `W` (`k` rows of 16 packed output channels;
+///   lanes `>= n` are zero padding and are read but not stored). `W` is `f32` or `half::f16`
+///   (widened to f32 as it is loaded; see [`WeightElem`]).
 /// - `c`: rows `0..m` at stride `ldc`, readable (when `load_c`) and writable for `n` f32.
 /// - `bias` (null = none): readable for `n` f32. `residual` (null = none): rows `0..m` at
 ///   stride `ldr`, readable for `n` f32. Both only used when `finish` is set.
 /// - `load_c`: add the current C (continuing a K-blocked sum); `finish`: apply bias, residual
 ///   and `act` (last K block).
 #[derive(Clone, Copy, Debug)]
-pub struct MicroTile {
+pub struct MicroTile<W = f32> {
     pub m: usize,
     pub n: usize,
     pub k: usize,
     pub a: [*const f32; MR],
-    pub b: *const f32,
+    pub b: *const W,
     pub c: *mut f32,
     pub ldc: usize,
     pub bias: *const f32,
@@ -181,28 +181,41 @@ pub struct MicroTile {
     pub finish: bool,
 }
 
-/// A micro-kernel: [`super::generic::gemm::gemm_f32_6x16__generic`] or a SIMD twin.
-pub type MicroKernel = unsafe fn(&MicroTile);
+/// A micro-kernel: [`super::generic::gemm::gemm_f32_6x16__generic`] or a SIMD twin (with
+/// `W = half::f16`: [`super::generic::gemm::gemm_f16_6x16__generic`] or its twins).
+pub type MicroKernel<W = f32> = unsafe fn(&MicroTile<W>);
 
 /// The fp32 6x16 micro-kernel for `isa`, falling back to the generic twin when `isa` has no
 /// such kernel or does not run on this CPU.
 pub fn micro_kernel(isa: Isa) -> MicroKernel {
+    micro_kernel_for::<f32>(isa)
+}
+
+/// The 6x16 micro-kernel reading `W` weight panels (f32 or f16) for `isa`, falling back to the
+/// generic twin when `isa` has no such kernel or does not run on this CPU.
+pub fn micro_kernel_for<W: WeightElem>(isa: Isa) -> MicroKernel<W> {
     #[cfg(target_arch = "x86_64")]
     if matches!(isa, Isa::Avx2Fma | Isa::Avx512) && Isa::Avx2Fma.is_supported() {
-        // SAFETY (of later calls): AVX2 and FMA are present (checked just above).
-        return avx2_micro;
+        // SAFETY (of later calls): AVX2, FMA and F16C are present (`Isa::Avx2Fma` requires all
+        // three; checked just above).
+        return avx2_micro::<W>;
+    }
+    #[cfg(target_arch = "aarch64")]
+    if matches!(isa, Isa::Neon | Isa::NeonDot | Isa::NeonDotFp16) && isa.is_supported() {
+        // NEON (and fcvtl for f16 panels) is part of every AArch64 CPU.
+        return super::aarch64::gemm_f32_6x16__neon::gemm_6x16_neon::<W>;
     }
     let _ = isa;
-    super::generic::gemm::gemm_f32_6x16__generic
+    super::generic::gemm::gemm_6x16_generic::<W>
 }
 
 /// # Safety
-/// AVX2+FMA available (only handed out by [`micro_kernel`] after checking) and the
+/// AVX2+FMA+F16C available (only handed out by [`micro_kernel_for`] after checking) and the
 /// [`MicroTile`] contract.
 #[cfg(target_arch = "x86_64")]
-unsafe fn avx2_micro(t: &MicroTile) {
+unsafe fn avx2_micro<W: WeightElem>(t: &MicroTile<W>) {
     // SAFETY: see the function's contract.
-    unsafe { super::x86_64::gemm_f32_6x16__avx2_fma::gemm_f32_6x16__avx2_fma(t) }
+    unsafe { super::x86_64::gemm_f32_6x16__avx2_fma::gemm_6x16_avx2::<W>(t) }
 }
 
 /// A raw output pointer shared by the workers; each writes a disjoint set of elements.
@@ -224,12 +237,14 @@ unsafe impl Sync for SyncPtr {}
 
 /// Runs `f(task, scratch)` for `task in 0..ntasks`, statically split into contiguous runs,
 /// one per worker; each worker gets its own `per`-element region of `scratch`. Uses at most
-/// `pool`'s thread count and as many workers as `scratch` has regions for. No allocation.
-pub(crate) fn run_tasks<F>(ntasks: usize, scratch: &mut [f32], per: usize, pool: Option<&rayon::ThreadPool>, f: F)
+/// `pool`'s thread count and as many workers as `scratch` has regions for. No allocation
+/// (with the session's [`crate::team::Team`]).
+pub(crate) fn run_tasks<F, P>(ntasks: usize, scratch: &mut [f32], per: usize, pool: Option<&P>, f: F)
 where
     F: Fn(usize, &mut [f32]) + Sync,
+    P: Parallel + ?Sized,
 {
-    let threads = pool.map_or(1, |p| p.current_num_threads()).max(1);
+    let threads = pool.map_or(1, |p| p.threads()).max(1);
     let regions = scratch.len().checked_div(per).unwrap_or(threads);
     let workers = threads.min(regions).min(ntasks).max(1);
     let run = |w: usize, s: &mut [f32]| {
@@ -238,13 +253,20 @@ where
         }
     };
     match pool {
-        Some(pool) if workers > 1 => pool.install(|| {
-            if per == 0 {
-                (0..workers).into_par_iter().for_each(|w| run(w, &mut []));
-            } else {
-                scratch[..workers * per].par_chunks_mut(per).enumerate().for_each(|(w, s)| run(w, s));
-            }
-        }),
+        Some(pool) if workers > 1 => {
+            let base = SyncPtr(scratch.as_mut_ptr());
+            pool.run(workers, &|w| {
+                let s: &mut [f32] = if per == 0 {
+                    &mut []
+                } else {
+                    // SAFETY: w < workers <= regions, so [w*per, (w+1)*per) lies inside
+                    // `scratch` (borrowed mutably for the whole call), and each worker index
+                    // runs once, so the regions handed out are disjoint.
+                    unsafe { core::slice::from_raw_parts_mut(base.ptr().add(w * per), per) }
+                };
+                run(w, s)
+            });
+        }
         _ => {
             let end = per.min(scratch.len());
             run(0, &mut scratch[..end]);
@@ -305,7 +327,9 @@ fn packed_tasks(g: &ConvGeom, mb: usize, threads: usize) -> (usize, usize, usize
     (ranges, panels.div_ceil(per_chunk), per_chunk)
 }
 
-/// `y (NHWC) = act(conv(x, w) + bias + residual)` with `w` in PackedN16 (`groups` any).
+/// `y (NHWC) = act(conv(x, w) + bias + residual)` with `w` in PackedN16 (`groups` any), its
+/// elements f32 or f16 (`W`; f16 panels are widened in registers, results as the f32 kernel
+/// run on the same, f16-valued, weights).
 ///
 /// Contract (validated at model load; checked here once, and on violation the function
 /// `debug_assert!`s and returns without touching `y`): `x.len() >= n*in_h*in_w*in_c`,
@@ -313,16 +337,17 @@ fn packed_tasks(g: &ConvGeom, mb: usize, threads: usize) -> (usize, usize, usize
 /// groups)`, `bias.len() >= out_c`, `residual.len() >= y`'s element count, and
 /// `scratch.len() >= conv2d_packed_scratch_len(g, 1)` (pass
 /// `conv2d_packed_scratch_len(g, pool threads)` to use every thread of `pool`).
+/// `pool`: the session's [`crate::team::Team`] (any [`Parallel`]), `None` = this thread only.
 #[allow(clippy::too_many_arguments)]
-pub fn conv2d_packed(
+pub fn conv2d_packed<W: WeightElem, P: Parallel + ?Sized>(
     isa: Isa,
     g: &ConvGeom,
     x: &[f32],
-    w: &[f32],
+    w: &[W],
     ep: &Epilogue,
     y: &mut [f32],
     scratch: &mut [f32],
-    pool: Option<&rayon::ThreadPool>,
+    pool: Option<&P>,
 ) {
     let Some((x_len, y_len)) = g.checked_sizes() else {
         debug_assert!(false, "conv2d_packed: degenerate geometry {g:?}");
@@ -337,8 +362,8 @@ pub fn conv2d_packed(
         debug_assert!(false, "conv2d_packed: slice lengths do not match {g:?}");
         return;
     }
-    let kernel = micro_kernel(isa);
-    let threads = pool.map_or(1, |p| p.current_num_threads());
+    let kernel = micro_kernel_for::<W>(isa);
+    let threads = pool.map_or(1, |p| p.threads());
     let (blocks, chunks, per_chunk) = packed_tasks(g, mb, threads);
     let panels = o_g.div_ceil(NR);
     let m_total = g.n * g.out_h * g.out_w;

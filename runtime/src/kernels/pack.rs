@@ -18,6 +18,44 @@
 /// Panel width of the packed layouts (output channels per panel).
 pub const NR: usize = 16;
 
+/// IEEE binary16, the element of F16 weight payloads (re-exported so callers of the f16
+/// kernels need not depend on `half` themselves).
+pub use half::f16;
+
+/// Element type of the float weight payloads the kernels read in place: `f32`, or IEEE
+/// binary16 (`half::f16`, format 1.2 `DType::F16`) widened to f32 in registers as it is loaded
+/// (F16C `vcvtph2ps` in the AVX2 kernels, [`WeightElem::to_f32`] in the scalar twins). No f32
+/// copy of an f16 weight is ever made. Every layout (`Ohwi`, `RowMajor`, `PackedN16`,
+/// `WinogradF43N16`) has the same element order for both types.
+pub trait WeightElem: bytemuck::Pod + Send + Sync + sealed::Sealed {
+    /// True for `half::f16` (lets a SIMD kernel pick its load instruction at compile time).
+    const IS_F16: bool;
+    /// The value as f32 (exact for both types).
+    fn to_f32(self) -> f32;
+}
+
+impl WeightElem for f32 {
+    const IS_F16: bool = false;
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self
+    }
+}
+
+impl WeightElem for half::f16 {
+    const IS_F16: bool = true;
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        half::f16::to_f32(self)
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for half::f16 {}
+}
+
 /// Number of f32 elements of a PackedN16 tensor; `None` on overflow or a zero `groups`.
 pub fn packed_n16_len_checked(o: usize, kh: usize, kw: usize, i_g: usize, groups: usize) -> Option<usize> {
     if groups == 0 || o % groups != 0 {

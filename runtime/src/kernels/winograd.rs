@@ -27,9 +27,10 @@
 //! output element's value does not depend on the split, so results are bit-identical for any
 //! thread count.
 
-use super::gemm::{micro_kernel, run_tasks, Act, ConvGeom, Epilogue, MicroTile, SyncPtr, MR};
-use super::pack::NR;
+use super::gemm::{micro_kernel_for, run_tasks, Act, ConvGeom, Epilogue, MicroTile, SyncPtr, MR};
+use super::pack::{WeightElem, NR};
 use super::Isa;
+use crate::team::Parallel;
 
 /// Output channels per output-transform chunk (panels of 16).
 const OCH: usize = 4;
@@ -85,7 +86,7 @@ pub fn conv2d_winograd_scratch_len(g: &ConvGeom, threads: usize) -> usize {
 }
 
 /// `y (NHWC) = act(conv3x3(x, w) + bias + residual)` with `w` in WinogradF43N16 (from
-/// [`super::pack::pack_winograd_f43`]); `g` must be 3x3, stride 1, dilation 1, groups 1 (any
+/// [`super::pack::pack_winograd_f43`]; f32 or f16 elements `W`, f16 widened in registers); `g` must be 3x3, stride 1, dilation 1, groups 1 (any
 /// padding; output size given by `out_h`/`out_w`).
 ///
 /// Contract (validated at model load; checked here once, and on violation the function
@@ -95,15 +96,15 @@ pub fn conv2d_winograd_scratch_len(g: &ConvGeom, threads: usize) -> usize {
 /// `scratch.len() >= conv2d_winograd_scratch_len(g, 1)` (pass the pool's thread count to use
 /// every thread).
 #[allow(clippy::too_many_arguments)]
-pub fn conv2d_winograd(
+pub fn conv2d_winograd<W: WeightElem, P: Parallel + ?Sized>(
     isa: Isa,
     g: &ConvGeom,
     x: &[f32],
-    w: &[f32],
+    w: &[W],
     ep: &Epilogue,
     y: &mut [f32],
     scratch: &mut [f32],
-    pool: Option<&rayon::ThreadPool>,
+    pool: Option<&P>,
 ) {
     let sizes = if supported(g) { g.checked_sizes() } else { None };
     let Some((x_len, y_len)) = sizes else {
@@ -117,9 +118,9 @@ pub fn conv2d_winograd(
         return;
     }
     let simd = cfg!(target_arch = "x86_64") && matches!(isa, Isa::Avx2Fma | Isa::Avx512) && Isa::Avx2Fma.is_supported();
-    let kernel = micro_kernel(isa);
+    let kernel = micro_kernel_for::<W>(isa);
     let tiles = g.n * th * tw;
-    let threads = pool.map_or(1, |p| p.current_num_threads());
+    let threads = pool.map_or(1, |p| p.threads());
     // Tile blocks are whole groups of 6 tiles (one micro-kernel row tile), balanced over the
     // threads; `tb` stays the upper bound the scratch was sized for.
     let groups6 = tiles.div_ceil(MR);

@@ -5,14 +5,19 @@
 //! 1 = packed GEMM, `PackedN16` (`kernels::gemm::conv2d_packed`);
 //! 2 = Winograd F(4x4,3x3), `WinogradF43N16` (`kernels::gemm::conv2d_winograd`).
 //! The packed forms run on every ISA: `Isa::Generic` selects their scalar twins.
+//!
+//! The weight is F32, or F16 (format 1.2, any of the three layouts; payload `elems * 2`
+//! bytes): the kernels read the f16 payload in place and widen it in registers, no f32 copy
+//! is made. Activations and bias stay F32.
 
 use super::{Checker, OpImpl, PreparedOp, RunCtx};
 use crate::error::Result;
-use crate::format::{ConvParams, Layout};
+use crate::format::{ConvParams, DType, Layout};
 use crate::kernels::gemm::{self, ConvGeom, Epilogue};
 use crate::kernels::generic::act::Act;
 use crate::kernels::generic::conv::conv2d_nhwc_ohwi_f32;
-use crate::kernels::pack;
+use crate::kernels::pack::{self, WeightElem};
+use half::f16;
 
 /// Which kernel runs the convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,6 +37,8 @@ pub struct Conv {
     pub has_bias: bool,
     pub has_residual: bool,
     pub imp: ConvImpl,
+    /// The weight is F16 (else F32).
+    pub weight_f16: bool,
 }
 
 impl Conv {
@@ -44,20 +51,37 @@ impl Conv {
         }
     }
 
-    pub(crate) fn run(&self, ins: &[&[f32]; 4], y: &mut [f32], ctx: &mut RunCtx) {
-        let bias = self.has_bias.then_some(ins[2]);
-        let residual = self.has_residual.then_some(ins[3]);
+    /// Run with the inputs as raw bytes (`x`, bias, residual: f32; weight: f32 or f16, as
+    /// checked by [`prepare`]; payloads and arena slots are 64-byte aligned).
+    pub(crate) fn run_bytes(&self, ins: &[&[u8]; 4], y: &mut [f32], ctx: &mut RunCtx) {
+        let x: &[f32] = bytemuck::cast_slice(ins[0]);
+        let bias: Option<&[f32]> = self.has_bias.then(|| bytemuck::cast_slice(ins[2]));
+        let residual: Option<&[f32]> = self.has_residual.then(|| bytemuck::cast_slice(ins[3]));
+        if self.weight_f16 {
+            self.run_w::<f16>(x, bytemuck::cast_slice(ins[1]), bias, residual, y, ctx)
+        } else {
+            self.run_w::<f32>(x, bytemuck::cast_slice(ins[1]), bias, residual, y, ctx)
+        }
+    }
+
+    fn run_w<W: WeightElem>(
+        &self,
+        x: &[f32],
+        w: &[W],
+        bias: Option<&[f32]>,
+        residual: Option<&[f32]>,
+        y: &mut [f32],
+        ctx: &mut RunCtx,
+    ) {
         match self.imp {
-            ConvImpl::DirectOhwi => {
-                conv2d_nhwc_ohwi_f32(&self.shape, ins[0], ins[1], bias, residual, self.act, y, ctx.pool)
-            }
+            ConvImpl::DirectOhwi => conv2d_nhwc_ohwi_f32(&self.shape, x, w, bias, residual, self.act, y, ctx.pool),
             ConvImpl::Packed => {
                 let ep = Epilogue { bias, residual, act: self.act };
-                gemm::conv2d_packed(ctx.isa, &self.shape, ins[0], ins[1], &ep, y, ctx.scratch, ctx.pool)
+                gemm::conv2d_packed(ctx.isa, &self.shape, x, w, &ep, y, ctx.scratch, ctx.pool)
             }
             ConvImpl::Winograd => {
                 let ep = Epilogue { bias, residual, act: self.act };
-                gemm::conv2d_winograd(ctx.isa, &self.shape, ins[0], ins[1], &ep, y, ctx.scratch, ctx.pool)
+                gemm::conv2d_winograd(ctx.isa, &self.shape, x, w, &ep, y, ctx.scratch, ctx.pool)
             }
         }
     }
@@ -73,7 +97,14 @@ pub(crate) fn out_size(input: u64, pad_a: u64, pad_b: u64, k: u64, stride: u64, 
 pub(crate) fn prepare(c: &Checker) -> Result<PreparedOp> {
     let p: ConvParams = c.params()?;
     let x = c.input_f32(0, "x")?;
-    let w = c.input_f32(1, "weight")?;
+    let Some(w) = c.input(1) else { return c.fail("input 1 (weight) is missing") };
+    if !matches!(w.dtype, DType::F32 | DType::F16) {
+        return c.unsupported(format!(
+            "weight {} is {:?}; Conv2d weights are F32 or F16",
+            c.v.tensor_label(w.id),
+            w.dtype
+        ));
+    }
     let y = c.output_f32()?;
     c.need_layout(&x, "x", &[Layout::Nhwc])?;
     c.need_layout(&y, "y", &[Layout::Nhwc])?;
@@ -151,12 +182,13 @@ pub(crate) fn prepare(c: &Checker) -> Result<PreparedOp> {
         Layout::WinogradF43N16 => Some(pack::winograd_f43_len(o, ig) as u64).filter(|&e| e > 0),
         _ => (o as u64).checked_mul((kh * kw * ig) as u64),
     };
-    let want_bytes = elems.and_then(|e| e.checked_mul(4));
+    let want_bytes = elems.and_then(|e| e.checked_mul(w.dtype.size() as u64));
     if want_bytes != Some(w.rec.data_size) {
         return c.fail(format!(
-            "weight {} data_size is {} bytes but {want_layout:?} [{o}, {kh}, {kw}, {ig}] with groups {g} needs {}",
+            "weight {} data_size is {} bytes but {:?} {want_layout:?} [{o}, {kh}, {kw}, {ig}] with groups {g} needs {}",
             c.v.tensor_label(w.id),
             w.rec.data_size,
+            w.dtype,
             want_bytes.map_or("more than 2^64".into(), |b| b.to_string())
         ));
     }
@@ -196,6 +228,7 @@ pub(crate) fn prepare(c: &Checker) -> Result<PreparedOp> {
         Layout::WinogradF43N16 => ConvImpl::Winograd,
         _ => ConvImpl::DirectOhwi,
     };
-    let conv = Conv { shape, act, has_bias: bias.is_some(), has_residual: residual.is_some(), imp };
+    let weight_f16 = w.dtype == DType::F16;
+    let conv = Conv { shape, act, has_bias: bias.is_some(), has_residual: residual.is_some(), imp, weight_f16 };
     Ok(c.prepared(OpImpl::Conv(conv), shape.macs()))
 }

@@ -1,4 +1,6 @@
-//! Fused activations, applied in kernel epilogues.
+//! Fused activations, applied in kernel epilogues, and the dot products of the scalar kernels.
+
+use crate::kernels::pack::WeightElem;
 
 /// An activation function applied to each output value.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -32,9 +34,10 @@ impl Act {
 }
 
 /// Dot product with 16 independent partial sums, so the loop vectorises without relying on
-/// float reassociation. Reads `min(a.len(), b.len())` elements.
+/// float reassociation. Reads `min(a.len(), b.len())` elements. `b` is f32 or f16 (widened
+/// exactly, see [`WeightElem`]).
 #[inline]
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub fn dot<W: WeightElem>(a: &[f32], b: &[W]) -> f32 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
     let mut acc = [0f32; 16];
@@ -43,12 +46,12 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let (ra, rb) = (ca.remainder(), cb.remainder());
     for (x, y) in ca.zip(cb) {
         for i in 0..16 {
-            acc[i] += x[i] * y[i];
+            acc[i] += x[i] * y[i].to_f32();
         }
     }
     let mut tail = 0f32;
     for (x, y) in ra.iter().zip(rb) {
-        tail += x * y;
+        tail += x * y.to_f32();
     }
     let mut s8 = [0f32; 8];
     for i in 0..8 {
@@ -61,7 +64,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// Four dot products of `x` with `w[0..4]` at once (each `x.len()` long), sharing the loads of
 /// `x`: 4 x 8 partial sums. Used where several output channels read the same input run.
 #[inline]
-pub fn dot4(x: &[f32], w: [&[f32]; 4]) -> [f32; 4] {
+pub fn dot4<W: WeightElem>(x: &[f32], w: [&[W]; 4]) -> [f32; 4] {
     let n = x.len();
     let (w0, w1, w2, w3) = (&w[0][..n], &w[1][..n], &w[2][..n], &w[3][..n]);
     let mut acc = [[0f32; 8]; 4];
@@ -71,10 +74,10 @@ pub fn dot4(x: &[f32], w: [&[f32]; 4]) -> [f32; 4] {
         cx.zip(w0.chunks_exact(8)).zip(w1.chunks_exact(8)).zip(w2.chunks_exact(8)).zip(w3.chunks_exact(8))
     {
         for i in 0..8 {
-            acc[0][i] += xs[i] * a[i];
-            acc[1][i] += xs[i] * b[i];
-            acc[2][i] += xs[i] * c[i];
-            acc[3][i] += xs[i] * d[i];
+            acc[0][i] += xs[i] * a[i].to_f32();
+            acc[1][i] += xs[i] * b[i].to_f32();
+            acc[2][i] += xs[i] * c[i].to_f32();
+            acc[3][i] += xs[i] * d[i].to_f32();
         }
     }
     let mut out = [0f32; 4];
@@ -82,7 +85,7 @@ pub fn dot4(x: &[f32], w: [&[f32]; 4]) -> [f32; 4] {
         let a = &acc[j];
         let mut t = ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
         for (xv, wv) in x[tail_at..].iter().zip(&wj[tail_at..]) {
-            t += xv * wv;
+            t += xv * wv.to_f32();
         }
         *o = t;
     }

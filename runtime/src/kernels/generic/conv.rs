@@ -11,26 +11,28 @@
 
 use super::act::{dot, dot4, Act};
 use super::par::for_each_chunk;
-use rayon::ThreadPool;
+use crate::kernels::pack::WeightElem;
+use crate::team::Parallel;
 
 pub use crate::kernels::gemm::ConvGeom;
 
-/// `y = act(conv(x, w) + bias + residual)`, NHWC / OHWI, f32.
+/// `y = act(conv(x, w) + bias + residual)`, NHWC / OHWI, f32 activations, f32 or f16
+/// weights (`W`, widened exactly before each multiply).
 ///
 /// Contract (validated when the model is loaded): `x.len() == s.x_len()`, `w.len() ==
 /// s.w_len()`, `y.len() == s.y_len()`, `bias` has `out_c` values, `residual` has `y.len()`,
 /// `groups >= 1` divides both channel counts, strides and dilations are >= 1. A violated
 /// contract panics on a slice index; it never reads or writes out of bounds.
 #[allow(clippy::too_many_arguments)]
-pub fn conv2d_nhwc_ohwi_f32(
+pub fn conv2d_nhwc_ohwi_f32<W: WeightElem, P: Parallel + ?Sized>(
     s: &ConvGeom,
     x: &[f32],
-    w: &[f32],
+    w: &[W],
     bias: Option<&[f32]>,
     residual: Option<&[f32]>,
     act: Act,
     y: &mut [f32],
-    pool: Option<&ThreadPool>,
+    pool: Option<&P>,
 ) {
     debug_assert_eq!(x.len(), s.x_len());
     debug_assert_eq!(w.len(), s.w_len());
@@ -45,10 +47,10 @@ pub fn conv2d_nhwc_ohwi_f32(
 
 #[allow(clippy::too_many_arguments)]
 #[inline(never)]
-fn conv_row(
+fn conv_row<W: WeightElem>(
     s: &ConvGeom,
     x: &[f32],
-    w: &[f32],
+    w: &[W],
     bias: Option<&[f32]>,
     res: Option<&[f32]>,
     act: Act,

@@ -1,5 +1,5 @@
 //! Data movement: transpose, slice (strided gather), constant pad. All over physical dims,
-//! rank <= 6, row-major index order.
+//! rank <= 6, row-major index order, for any element type (f32 and int8 tensors).
 
 use crate::format::MAX_RANK;
 
@@ -16,7 +16,7 @@ pub fn strides(dims: &[usize]) -> [usize; MAX_RANK] {
 
 /// `y[i] = x[base + sum_d i_d * src[d]]` for `i` over `y_dims` row-major (rank <= 6, padded
 /// with leading 1s). Contract: every offset reached lies inside `x`.
-fn gather(y_dims: &[usize], src: &[isize], base: isize, x: &[f32], y: &mut [f32]) {
+fn gather<T: Copy>(y_dims: &[usize], src: &[isize], base: isize, x: &[T], y: &mut [T]) {
     let r = y_dims.len();
     let mut d = [1usize; MAX_RANK];
     let mut s = [0isize; MAX_RANK];
@@ -52,7 +52,7 @@ fn gather(y_dims: &[usize], src: &[isize], base: isize, x: &[f32], y: &mut [f32]
 
 /// `y.dims[d] = x_dims[perm[d]]`, `y[i] = x[j]` with `j[perm[d]] = i[d]`.
 /// Contract: `perm` is a permutation of `0..x_dims.len()`, lengths match.
-pub fn transpose_f32(x_dims: &[usize], perm: &[usize], x: &[f32], y: &mut [f32]) {
+pub fn transpose<T: Copy>(x_dims: &[usize], perm: &[usize], x: &[T], y: &mut [T]) {
     let r = perm.len().min(MAX_RANK);
     let xs = strides(x_dims);
     let (mut y_dims, mut src) = ([0usize; MAX_RANK], [0isize; MAX_RANK]);
@@ -64,7 +64,7 @@ pub fn transpose_f32(x_dims: &[usize], perm: &[usize], x: &[f32], y: &mut [f32])
 }
 
 /// `y[i] = x[start + i * step]` per dim. Contract: every index read lies inside `x`.
-pub fn slice_f32(x_dims: &[usize], start: &[isize], step: &[isize], y_dims: &[usize], x: &[f32], y: &mut [f32]) {
+pub fn slice<T: Copy>(x_dims: &[usize], start: &[isize], step: &[isize], y_dims: &[usize], x: &[T], y: &mut [T]) {
     let r = x_dims.len().min(MAX_RANK);
     let xs = strides(x_dims);
     let base: isize = start.iter().zip(&xs).map(|(&s, &st)| s * st as isize).sum();
@@ -77,7 +77,7 @@ pub fn slice_f32(x_dims: &[usize], start: &[isize], step: &[isize], y_dims: &[us
 
 /// `y` = `value` everywhere, with `x` placed at offset `before[d]` per dim.
 /// Contract: `y_dims[d] >= x_dims[d] + before[d]`.
-pub fn pad_f32(x_dims: &[usize], before: &[usize], y_dims: &[usize], value: f32, x: &[f32], y: &mut [f32]) {
+pub fn pad<T: Copy>(x_dims: &[usize], before: &[usize], y_dims: &[usize], value: T, x: &[T], y: &mut [T]) {
     y.fill(value);
     let r = x_dims.len();
     let ys = strides(y_dims);
@@ -102,6 +102,8 @@ pub fn pad_f32(x_dims: &[usize], before: &[usize], y_dims: &[usize], value: f32,
         }
     }
 }
+
+pub use {pad as pad_f32, slice as slice_f32, transpose as transpose_f32};
 
 #[cfg(test)]
 mod tests {

@@ -2,21 +2,23 @@
 
 use super::act::{dot, Act};
 use super::par::for_each_chunk;
-use rayon::ThreadPool;
+use crate::kernels::pack::WeightElem;
+use crate::team::Parallel;
 
+/// `w` is f32 or f16 (`W`, widened exactly before each multiply).
 /// Contract (validated at load): `x.len() == m*k`, `w.len() == n*k`, `y.len() == m*n`,
 /// `bias` has `n` values.
 #[allow(clippy::too_many_arguments)]
-pub fn linear_f32(
+pub fn linear_f32<W: WeightElem, P: Parallel + ?Sized>(
     m: usize,
     k: usize,
     n: usize,
     x: &[f32],
-    w: &[f32],
+    w: &[W],
     bias: Option<&[f32]>,
     act: Act,
     y: &mut [f32],
-    pool: Option<&ThreadPool>,
+    pool: Option<&P>,
 ) {
     debug_assert_eq!(x.len(), m * k);
     debug_assert_eq!(w.len(), n * k);

@@ -6,7 +6,7 @@
 //! taps inside the padded input `[-pt, H + pb) x [-pl, W + pr)`.
 
 use super::par::for_each_chunk;
-use rayon::ThreadPool;
+use crate::team::Parallel;
 
 /// Geometry of a pooling op.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,7 +56,7 @@ enum Kind {
     Avg { include_pad: bool },
 }
 
-fn pool2d(s: &Pool2dShape, kind: Kind, x: &[f32], y: &mut [f32], pool: Option<&ThreadPool>) {
+fn pool2d<P: Parallel + ?Sized>(s: &Pool2dShape, kind: Kind, x: &[f32], y: &mut [f32], pool: Option<&P>) {
     debug_assert_eq!(x.len(), s.x_len());
     debug_assert_eq!(y.len(), s.y_len());
     let c = s.c;
@@ -109,17 +109,17 @@ fn pool2d(s: &Pool2dShape, kind: Kind, x: &[f32], y: &mut [f32], pool: Option<&T
 
 /// Max pooling. Contract: lengths as [`Pool2dShape`] says (validated at load); every window
 /// has at least one tap inside the input.
-pub fn maxpool2d_nhwc_f32(s: &Pool2dShape, x: &[f32], y: &mut [f32], pool: Option<&ThreadPool>) {
+pub fn maxpool2d_nhwc_f32<P: Parallel + ?Sized>(s: &Pool2dShape, x: &[f32], y: &mut [f32], pool: Option<&P>) {
     pool2d(s, Kind::Max, x, y, pool)
 }
 
 /// Average pooling (see the module doc for the divisor).
-pub fn avgpool2d_nhwc_f32(
+pub fn avgpool2d_nhwc_f32<P: Parallel + ?Sized>(
     s: &Pool2dShape,
     count_include_pad: bool,
     x: &[f32],
     y: &mut [f32],
-    pool: Option<&ThreadPool>,
+    pool: Option<&P>,
 ) {
     pool2d(s, Kind::Avg { include_pad: count_include_pad }, x, y, pool)
 }

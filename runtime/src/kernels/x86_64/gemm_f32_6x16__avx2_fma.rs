@@ -12,11 +12,15 @@
 //! Per k: two 8-wide loads of the packed B row, one broadcast per A row, 12 FMAs. The row
 //! count is a const parameter so a partial tile (m < 6) only does the FMAs it needs (m = 1
 //! is the GEMV case of Linear layers).
+//!
+//! The body is generic over the weight element: with f16 panels (`W = half::f16`, see
+//! `gemm_f16_6x16__avx2_fma.rs`) the two 8-wide B loads become two F16C `vcvtph2ps` of 8
+//! halves each (16 bytes), widened to f32 in registers; everything else is identical.
 
 use core::arch::x86_64::*;
 
 use crate::kernels::gemm::{Act, MicroTile, MR};
-use crate::kernels::pack::NR;
+use crate::kernels::pack::{WeightElem, NR};
 
 /// AVX2+FMA twin of [`crate::kernels::generic::gemm::gemm_f32_6x16__generic`].
 ///
@@ -27,16 +31,53 @@ use crate::kernels::pack::NR;
 #[allow(non_snake_case)]
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn gemm_f32_6x16__avx2_fma(t: &MicroTile) {
+    // SAFETY: forwarded contract (AVX2+FMA; the f32 body uses no F16C instruction).
+    unsafe { body::<f32>(t) }
+}
+
+/// The kernel for weight element `W` (f32, or f16 widened with F16C).
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C (all three are part of `Isa::Avx2Fma`), and `t`
+/// must satisfy the [`MicroTile`] contract (`b` readable for `16*k` `W`).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn gemm_6x16_avx2<W: WeightElem>(t: &MicroTile<W>) {
+    // SAFETY: forwarded contract.
+    unsafe { body::<W>(t) }
+}
+
+/// # Safety
+/// As [`gemm_6x16_avx2`]; `W = f32` needs no F16C.
+#[inline(always)]
+unsafe fn body<W: WeightElem>(t: &MicroTile<W>) {
     debug_assert!(t.m >= 1 && t.m <= MR && t.n >= 1 && t.n <= NR);
     // SAFETY: forwarded contract; each arm matches the row count.
     unsafe {
         match t.m {
-            1 => tile::<1>(t),
-            2 => tile::<2>(t),
-            3 => tile::<3>(t),
-            4 => tile::<4>(t),
-            5 => tile::<5>(t),
-            _ => tile::<6>(t),
+            1 => tile::<W, 1>(t),
+            2 => tile::<W, 2>(t),
+            3 => tile::<W, 3>(t),
+            4 => tile::<W, 4>(t),
+            5 => tile::<W, 5>(t),
+            _ => tile::<W, 6>(t),
+        }
+    }
+}
+
+/// Row `k` of a 16-wide packed panel as two f32 vectors.
+///
+/// # Safety
+/// `b` readable for 16 `W`; AVX (and F16C when `W` is f16) available.
+#[inline(always)]
+unsafe fn load_b<W: WeightElem>(b: *const W) -> (__m256, __m256) {
+    // SAFETY: 16 elements readable (contract); unaligned loads.
+    unsafe {
+        if W::IS_F16 {
+            let p = b as *const __m128i;
+            (_mm256_cvtph_ps(_mm_loadu_si128(p)), _mm256_cvtph_ps(_mm_loadu_si128(p.add(1))))
+        } else {
+            let p = b as *const f32;
+            (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)))
         }
     }
 }
@@ -83,19 +124,17 @@ unsafe fn store16(p: *mut f32, n: usize, lo: __m256, hi: __m256) {
 }
 
 /// # Safety
-/// As [`gemm_f32_6x16__avx2_fma`] with `m == M`.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn tile<const M: usize>(t: &MicroTile) {
+/// As [`gemm_6x16_avx2`] with `m == M`.
+#[inline(always)]
+unsafe fn tile<W: WeightElem, const M: usize>(t: &MicroTile<W>) {
     let mut acc0 = [_mm256_setzero_ps(); M];
     let mut acc1 = [_mm256_setzero_ps(); M];
     let a: [*const f32; M] = core::array::from_fn(|i| t.a[i]);
     let mut b = t.b;
-    // SAFETY: a[i] readable for k f32, b for 16*k f32 (contract).
+    // SAFETY: a[i] readable for k f32, b for 16*k W (contract).
     unsafe {
         for kk in 0..t.k {
-            let b0 = _mm256_loadu_ps(b);
-            let b1 = _mm256_loadu_ps(b.add(8));
+            let (b0, b1) = load_b(b);
             for i in 0..M {
                 let ai = _mm256_broadcast_ss(&*a[i].add(kk));
                 acc0[i] = _mm256_fmadd_ps(ai, b0, acc0[i]);
