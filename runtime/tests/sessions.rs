@@ -201,3 +201,26 @@ fn keep_intermediates_exposes_every_activation_and_changes_nothing() {
     assert!(kept.tensor(u32::MAX).is_none());
     assert!(model.layer_report().is_empty());
 }
+
+/// Under qemu in CI the suite runs as a Pi 4 (Cortex-A72: NEON, no dot product) and a Pi 5
+/// (Cortex-A76: dot product): sessions must pick (and report) the int8 `sdot` kernels on the
+/// second and not on the first.
+#[test]
+fn arm_sessions_pick_the_dot_product_kernels_only_where_the_cpu_has_them() {
+    let Ok(cpu) = std::env::var("QEMU_CPU") else {
+        eprintln!("SKIP: not running under qemu (QEMU_CPU unset)");
+        return;
+    };
+    if !cfg!(target_arch = "aarch64") {
+        eprintln!("SKIP: QEMU_CPU={cpu} on a non-aarch64 target");
+        return;
+    }
+    let (bytes, _) = tiny_model(1);
+    let model = Model::from_bytes(bytes).unwrap();
+    let isa = model.session(Options::default().threads(1)).unwrap().isa();
+    match cpu.as_str() {
+        "cortex-a72" => assert_eq!(isa, resq::Isa::Neon, "Cortex-A72 has no dot product"),
+        "cortex-a76" => assert_eq!(isa, resq::Isa::NeonDot, "Cortex-A76 has the dot product"),
+        other => eprintln!("QEMU_CPU={other}: session tier {isa:?}"),
+    }
+}

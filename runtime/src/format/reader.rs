@@ -457,7 +457,7 @@ fn check_tensors(v: &FileView, data: &SectionEntry) -> Result<()> {
                     );
                 }
                 // Packed layouts' sizes depend on op parameters (groups): checked by the op.
-                let packed = matches!(layout, Layout::PackedN16 | Layout::WinogradF43N16);
+                let packed = matches!(layout, Layout::PackedN16 | Layout::WinogradF43N16 | Layout::PackedN16K4);
                 if !packed && t.data_size != bytes {
                     return err(
                         format!(

@@ -7,12 +7,6 @@ use crate::format::Layout;
 #[derive(Clone, Debug)]
 pub struct Copy;
 
-impl Copy {
-    pub(crate) fn run(&self, x: &[f32], y: &mut [f32]) {
-        y.copy_from_slice(x)
-    }
-}
-
 /// True if a tensor's bytes are in row-major order of its logical shape: RowMajor, or Nhwc
 /// where H*W == 1 or C == 1 (NHWC and NCHW coincide then).
 fn row_major_bytes(d: &Desc) -> bool {
@@ -25,8 +19,8 @@ fn row_major_bytes(d: &Desc) -> bool {
 
 pub(crate) fn prepare(c: &Checker) -> Result<PreparedOp> {
     c.params::<[u32; 0]>()?;
-    let x = c.input_f32(0, "x")?;
-    let y = c.output_f32()?;
+    let x = c.input_movable(0, "x")?;
+    let y = c.output_like(&x)?;
     if x.elems != y.elems {
         return c.fail(format!("x {:?} has {} elements but y {:?} has {}", x.dims, x.elems, y.dims, y.elems));
     }

@@ -19,13 +19,14 @@ pub mod copy;
 pub mod linear;
 pub mod pad;
 pub mod pool;
+pub mod quant;
 pub mod slice;
 pub mod softmax;
 pub mod transpose;
 
 /// What an op needs at run time besides its tensors.
 pub struct RunCtx<'a> {
-    pub pool: Option<&'a rayon::ThreadPool>,
+    pub pool: Option<&'a crate::team::Team>,
     pub isa: Isa,
     /// At least [`PreparedOp::scratch_len`] f32 values for the session's thread count.
     pub scratch: &'a mut [f32],
@@ -47,6 +48,10 @@ pub enum OpImpl {
     Slice(slice::Slice),
     Pad(pad::Pad),
     Copy(copy::Copy),
+    QConv(quant::QConv),
+    QLinear(quant::QLinear),
+    Quantize(quant::Requantize),
+    Dequantize(quant::Requantize),
 }
 
 /// One validated op.
@@ -80,6 +85,7 @@ impl OpImpl {
                     "direct"
                 }
             }
+            OpImpl::QConv(_) | OpImpl::QLinear(_) => "int8-gemm",
             _ => "-",
         }
     }
@@ -92,6 +98,8 @@ impl PreparedOp {
         match &self.imp {
             OpImpl::Conv(c) => c.scratch_len(threads),
             OpImpl::Linear(l) => l.scratch_len(threads),
+            OpImpl::QConv(c) => c.scratch_len(threads),
+            OpImpl::QLinear(l) => l.scratch_len(threads),
             _ => 0,
         }
     }
@@ -101,19 +109,26 @@ impl PreparedOp {
     /// planner checked (arena slots and payloads are 64-byte aligned).
     pub fn run(&self, ins: &[&[u8]; 4], out: &mut [u8], ctx: &mut RunCtx) {
         match &self.imp {
-            OpImpl::Conv(o) => o.run(&[f(ins[0]), f(ins[1]), f(ins[2]), f(ins[3])], fo(out), ctx),
-            OpImpl::MaxPool(o) => o.run_max(f(ins[0]), fo(out), ctx),
-            OpImpl::AvgPool(o) => o.run_avg(f(ins[0]), fo(out), ctx),
-            OpImpl::GlobalAvgPool(o) => o.run(f(ins[0]), fo(out)),
-            OpImpl::Linear(o) => o.run(&[f(ins[0]), f(ins[1]), f(ins[2]), f(ins[3])], fo(out), ctx),
-            OpImpl::Add(o) => o.run(f(ins[0]), f(ins[1]), fo(out)),
+            OpImpl::Conv(o) => o.run_bytes(ins, fo(out), ctx),
+            OpImpl::MaxPool(o) => o.run_max(ins[0], out, ctx),
+            OpImpl::AvgPool(o) => o.run_avg(ins[0], out, ctx),
+            OpImpl::GlobalAvgPool(o) => o.run(ins[0], out, ctx),
+            OpImpl::Linear(o) => o.run_bytes(ins, fo(out), ctx),
+            OpImpl::Add(o) => o.run(ins[0], ins[1], out, ctx),
             OpImpl::Activation(o) => o.run(f(ins[0]), fo(out)),
             OpImpl::ChannelAffine(o) => o.run(&[f(ins[0]), f(ins[1]), f(ins[2]), f(ins[3])], fo(out)),
             OpImpl::Softmax(o) => o.run(f(ins[0]), fo(out)),
+            OpImpl::Transpose(o) if o.int8 => o.run(i8s(ins[0]), i8o(out)),
             OpImpl::Transpose(o) => o.run(f(ins[0]), fo(out)),
+            OpImpl::Slice(o) if o.int8 => o.run(i8s(ins[0]), i8o(out)),
             OpImpl::Slice(o) => o.run(f(ins[0]), fo(out)),
+            OpImpl::Pad(o) if o.int8 => o.run(i8s(ins[0]), i8o(out)),
             OpImpl::Pad(o) => o.run(f(ins[0]), fo(out)),
-            OpImpl::Copy(o) => o.run(f(ins[0]), fo(out)),
+            OpImpl::Copy(_) => out.copy_from_slice(ins[0]),
+            OpImpl::QConv(o) => o.run(ins, out, ctx),
+            OpImpl::QLinear(o) => o.run(ins, out, ctx),
+            OpImpl::Quantize(o) => o.run_quantize(ins[0], out, ctx),
+            OpImpl::Dequantize(o) => o.run_dequantize(ins[0], out, ctx),
         }
     }
 }
@@ -130,6 +145,16 @@ fn f(b: &[u8]) -> &[f32] {
 
 #[inline]
 fn fo(b: &mut [u8]) -> &mut [f32] {
+    bytemuck::cast_slice_mut(b)
+}
+
+#[inline]
+fn i8s(b: &[u8]) -> &[i8] {
+    bytemuck::cast_slice(b)
+}
+
+#[inline]
+fn i8o(b: &mut [u8]) -> &mut [i8] {
     bytemuck::cast_slice_mut(b)
 }
 
@@ -193,6 +218,12 @@ impl<'v, 'a> Checker<'v, 'a> {
         Ok(d)
     }
 
+    /// The (single) output, any dtype.
+    pub fn output(&self) -> Option<Desc> {
+        let id = self.op.outputs[0];
+        (id != NONE && (id as usize) < self.v.tensors.len()).then(|| self.desc(id))
+    }
+
     /// The (single) output, F32.
     pub fn output_f32(&self) -> Result<Desc> {
         let id = self.op.outputs[0];
@@ -201,6 +232,45 @@ impl<'v, 'a> Checker<'v, 'a> {
         }
         let d = self.desc(id);
         self.need_f32(&d, "output")?;
+        Ok(d)
+    }
+
+    /// A required data input of a data-movement op: F32 or I8.
+    pub fn input_movable(&self, slot: usize, role: &str) -> Result<Desc> {
+        let Some(d) = self.input(slot) else { return self.fail(format!("input {slot} ({role}) is missing")) };
+        if !matches!(d.dtype, DType::F32 | DType::I8) {
+            return self.unsupported(format!(
+                "{role} {} is {:?}; F32 or I8 expected",
+                self.v.tensor_label(d.id),
+                d.dtype
+            ));
+        }
+        Ok(d)
+    }
+
+    /// The output, which must have `x`'s dtype and quantization (data-movement ops).
+    pub fn output_like(&self, x: &Desc) -> Result<Desc> {
+        let id = self.op.outputs[0];
+        if id == NONE || id as usize >= self.v.tensors.len() {
+            return self.fail("output is missing");
+        }
+        let d = self.desc(id);
+        if d.dtype != x.dtype
+            || d.rec.quant_scale.to_bits() != x.rec.quant_scale.to_bits()
+            || d.rec.quant_zero_point != x.rec.quant_zero_point
+        {
+            return self.fail(format!(
+                "output {} ({:?}, scale {}, zero point {}) differs from input {} ({:?}, scale {}, zero point {}) in type or quantization",
+                self.v.tensor_label(d.id),
+                d.dtype,
+                d.rec.quant_scale,
+                d.rec.quant_zero_point,
+                self.v.tensor_label(x.id),
+                x.dtype,
+                x.rec.quant_scale,
+                x.rec.quant_zero_point
+            ));
+        }
         Ok(d)
     }
 
@@ -309,7 +379,10 @@ pub fn prepare(v: &FileView, index: usize) -> Result<PreparedOp> {
     let c = Checker { v, index, op, kind, label: v.op_label(index), at: v.op_offset(index) };
     debug_assert_eq!(OP_PARAM_WORDS * 4, size_of::<[u32; OP_PARAM_WORDS]>());
     check_int8_only_params(&c)?;
+    let int8 = c.input(0).is_some_and(|d| d.dtype == DType::I8);
     match kind {
+        OpKind::Conv2d if int8 => quant::prepare_conv(&c),
+        OpKind::Linear if int8 => quant::prepare_linear(&c),
         OpKind::Conv2d => conv::prepare(&c),
         OpKind::MaxPool2d | OpKind::AvgPool2d => pool::prepare(&c),
         OpKind::GlobalAvgPool => pool::prepare_global(&c),
@@ -322,7 +395,8 @@ pub fn prepare(v: &FileView, index: usize) -> Result<PreparedOp> {
         OpKind::Slice => slice::prepare(&c),
         OpKind::Pad => pad::prepare(&c),
         OpKind::Copy => copy::prepare(&c),
-        OpKind::Quantize | OpKind::Dequantize => c.unsupported("int8 ops are not implemented in this build"),
+        OpKind::Quantize => quant::prepare_requantize(&c, true),
+        OpKind::Dequantize => quant::prepare_requantize(&c, false),
     }
 }
 

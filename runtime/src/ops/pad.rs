@@ -2,8 +2,9 @@
 
 use super::{check_rank_param, Checker, OpImpl, PreparedOp};
 use crate::error::Result;
+use crate::format::DType;
 use crate::format::PadParams;
-use crate::kernels::generic::layout::pad_f32;
+use crate::kernels::generic::layout::pad;
 
 #[derive(Clone, Debug)]
 pub struct Pad {
@@ -11,18 +12,41 @@ pub struct Pad {
     pub y_dims: Vec<usize>,
     pub before: Vec<usize>,
     pub value: f32,
+    /// I8 elements (else F32); the pad byte is `value` (an integer in [-128, 127]).
+    pub int8: bool,
 }
 
 impl Pad {
-    pub(crate) fn run(&self, x: &[f32], y: &mut [f32]) {
-        pad_f32(&self.x_dims, &self.before, &self.y_dims, self.value, x, y)
+    pub(crate) fn run<T: PadValue>(&self, x: &[T], y: &mut [T]) {
+        pad(&self.x_dims, &self.before, &self.y_dims, T::from_param(self.value), x, y)
+    }
+}
+
+/// The pad value in the element type (validated at load for I8).
+pub(crate) trait PadValue: Copy {
+    fn from_param(v: f32) -> Self;
+}
+
+impl PadValue for f32 {
+    fn from_param(v: f32) -> Self {
+        v
+    }
+}
+
+impl PadValue for i8 {
+    fn from_param(v: f32) -> Self {
+        v as i8
     }
 }
 
 pub(crate) fn prepare(c: &Checker) -> Result<PreparedOp> {
     let p: PadParams = c.params()?;
-    let x = c.input_f32(0, "x")?;
-    let y = c.output_f32()?;
+    let x = c.input_movable(0, "x")?;
+    let y = c.output_like(&x)?;
+    let int8 = x.dtype == DType::I8;
+    if int8 && !(p.value.fract() == 0.0 && (-128.0..=127.0).contains(&p.value)) {
+        return c.fail(format!("int8 pad value {} is not an integer in [-128, 127]", p.value));
+    }
     let r = check_rank_param(c, p.rank, x.dims.len())?;
     c.need_rank(&y, "y", r)?;
     if p.before[r..].iter().any(|&v| v != 0) {
@@ -41,6 +65,7 @@ pub(crate) fn prepare(c: &Checker) -> Result<PreparedOp> {
         y_dims: y.dims.clone(),
         before: p.before[..r].iter().map(|&v| v as usize).collect(),
         value: p.value,
+        int8,
     };
     Ok(c.prepared(OpImpl::Pad(pad), 0))
 }

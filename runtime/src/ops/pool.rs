@@ -1,23 +1,53 @@
 //! MaxPool2d, AvgPool2d and GlobalAvgPool over NHWC activations.
 
 use super::conv::out_size;
-use super::{Checker, OpImpl, PreparedOp, RunCtx};
+use super::{Checker, Desc, OpImpl, PreparedOp, RunCtx};
 use crate::error::Result;
-use crate::format::{Layout, OpKind, PoolParams};
+use crate::format::{DType, GlobalPoolParams, Layout, OpKind, PoolParams};
 use crate::kernels::generic::pool::{avgpool2d_nhwc_f32, global_avgpool_nhwc_f32, maxpool2d_nhwc_f32, Pool2dShape};
+use crate::kernels::int8;
 
 #[derive(Clone, Debug)]
 pub struct Pool {
     pub shape: Pool2dShape,
     pub count_include_pad: bool,
+    /// Int8 form (x and y I8).
+    pub q: Option<PoolQ>,
+}
+
+/// Int8 average pooling: zero points and the `s_x / s_y` multiplier (unused by max pooling,
+/// whose input and output share their quantization).
+#[derive(Clone, Copy, Debug)]
+pub struct PoolQ {
+    pub z_x: i32,
+    pub z_y: i32,
+    pub mult: i32,
+    pub shift: u32,
 }
 
 impl Pool {
-    pub(crate) fn run_max(&self, x: &[f32], y: &mut [f32], ctx: &mut RunCtx) {
-        maxpool2d_nhwc_f32(&self.shape, x, y, ctx.pool)
+    pub(crate) fn run_max(&self, x: &[u8], y: &mut [u8], ctx: &mut RunCtx) {
+        match self.q {
+            Some(_) => int8::maxpool_i8(ctx.isa, &self.shape, cast(x), cast_mut(y), ctx.pool),
+            None => maxpool2d_nhwc_f32(&self.shape, cast(x), cast_mut(y), ctx.pool),
+        }
     }
-    pub(crate) fn run_avg(&self, x: &[f32], y: &mut [f32], ctx: &mut RunCtx) {
-        avgpool2d_nhwc_f32(&self.shape, self.count_include_pad, x, y, ctx.pool)
+    pub(crate) fn run_avg(&self, x: &[u8], y: &mut [u8], ctx: &mut RunCtx) {
+        match self.q {
+            Some(q) => int8::avgpool_i8(
+                ctx.isa,
+                &self.shape,
+                self.count_include_pad,
+                cast(x),
+                q.z_x,
+                q.mult,
+                q.shift,
+                q.z_y,
+                cast_mut(y),
+                ctx.pool,
+            ),
+            None => avgpool2d_nhwc_f32(&self.shape, self.count_include_pad, cast(x), cast_mut(y), ctx.pool),
+        }
     }
 }
 
@@ -26,12 +56,54 @@ pub struct GlobalAvgPool {
     pub n: usize,
     pub hw: usize,
     pub c: usize,
+    pub q: Option<PoolQ>,
 }
 
 impl GlobalAvgPool {
-    pub(crate) fn run(&self, x: &[f32], y: &mut [f32]) {
-        global_avgpool_nhwc_f32(self.n, self.hw, self.c, x, y)
+    pub(crate) fn run(&self, x: &[u8], y: &mut [u8], ctx: &mut RunCtx) {
+        match self.q {
+            Some(q) => int8::global_avgpool_i8(
+                ctx.isa,
+                self.n,
+                self.hw,
+                self.c,
+                cast(x),
+                q.z_x,
+                q.mult,
+                q.shift,
+                q.z_y,
+                cast_mut(y),
+            ),
+            None => global_avgpool_nhwc_f32(self.n, self.hw, self.c, cast(x), cast_mut(y)),
+        }
     }
+}
+
+/// Arena bytes as elements (aligned and sized at load).
+fn cast<T: bytemuck::Pod>(b: &[u8]) -> &[T] {
+    bytemuck::cast_slice(b)
+}
+
+fn cast_mut<T: bytemuck::Pod>(b: &mut [u8]) -> &mut [T] {
+    bytemuck::cast_slice_mut(b)
+}
+
+/// Int8 pooling quantization: max pooling needs identical input and output quantization;
+/// average pooling a valid `s_x / s_y` multiplier.
+fn pool_q(c: &Checker, x: &Desc, y: &Desc, max: bool, mult: i32, shift: u32) -> Result<Option<PoolQ>> {
+    if x.dtype != DType::I8 {
+        return Ok(None);
+    }
+    c.need_dtype(y, "y", DType::I8)?;
+    if max {
+        c.output_like(x)?;
+        if mult != 0 || shift != 0 {
+            return c.fail("int8 max pooling takes no multiplier (mult and shift must be 0)");
+        }
+    } else {
+        c.need_multiplier(mult, shift, "int8 average pooling")?;
+    }
+    Ok(Some(PoolQ { z_x: x.rec.quant_zero_point, z_y: y.rec.quant_zero_point, mult, shift }))
 }
 
 /// True if some tap `start + t*d` (t < k) lies in `[0, len)`. O(1): the first tap at or
@@ -44,8 +116,12 @@ fn window_hits(start: i64, k: u32, d: u32, len: usize) -> bool {
 
 pub(crate) fn prepare(c: &Checker) -> Result<PreparedOp> {
     let p: PoolParams = c.params()?;
-    let x = c.input_f32(0, "x")?;
-    let y = c.output_f32()?;
+    let x = c.input_movable(0, "x")?;
+    let Some(y) = c.output() else { return c.fail("output is missing") };
+    let q = pool_q(c, &x, &y, c.kind == OpKind::MaxPool2d, p.mult, p.shift)?;
+    if q.is_none() {
+        c.need_f32(&y, "y")?;
+    }
     c.need_layout(&x, "x", &[Layout::Nhwc])?;
     c.need_layout(&y, "y", &[Layout::Nhwc])?;
     c.need_positive(&[
@@ -105,20 +181,24 @@ pub(crate) fn prepare(c: &Checker) -> Result<PreparedOp> {
         dil_h: p.dilation_h as usize,
         dil_w: p.dilation_w as usize,
     };
-    let pool = Pool { shape, count_include_pad: p.count_include_pad == 1 };
+    let pool = Pool { shape, count_include_pad: p.count_include_pad == 1, q };
     let imp = if c.kind == OpKind::MaxPool2d { OpImpl::MaxPool(pool) } else { OpImpl::AvgPool(pool) };
     Ok(c.prepared(imp, 0))
 }
 
 pub(crate) fn prepare_global(c: &Checker) -> Result<PreparedOp> {
-    c.params::<[u32; 0]>()?;
-    let x = c.input_f32(0, "x")?;
-    let y = c.output_f32()?;
+    let p: GlobalPoolParams = c.params()?;
+    let x = c.input_movable(0, "x")?;
+    let Some(y) = c.output() else { return c.fail("output is missing") };
+    let q = pool_q(c, &x, &y, false, p.mult, p.shift)?;
+    if q.is_none() {
+        c.need_f32(&y, "y")?;
+    }
     c.need_layout(&x, "x", &[Layout::Nhwc])?;
     c.need_layout(&y, "y", &[Layout::Nhwc])?;
     let (n, h, w, ch) = (x.dims[0], x.dims[1], x.dims[2], x.dims[3]);
     c.need_dims(&y, "y", &[n, 1, 1, ch])?;
-    Ok(c.prepared(OpImpl::GlobalAvgPool(GlobalAvgPool { n, hw: h * w, c: ch }), 0))
+    Ok(c.prepared(OpImpl::GlobalAvgPool(GlobalAvgPool { n, hw: h * w, c: ch, q }), 0))
 }
 
 #[cfg(test)]

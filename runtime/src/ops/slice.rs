@@ -2,8 +2,9 @@
 
 use super::{check_rank_param, Checker, OpImpl, PreparedOp};
 use crate::error::Result;
+use crate::format::DType;
 use crate::format::SliceParams;
-use crate::kernels::generic::layout::slice_f32;
+use crate::kernels::generic::layout::slice;
 
 #[derive(Clone, Debug)]
 pub struct Slice {
@@ -11,18 +12,20 @@ pub struct Slice {
     pub y_dims: Vec<usize>,
     pub start: Vec<isize>,
     pub step: Vec<isize>,
+    /// I8 elements (else F32).
+    pub int8: bool,
 }
 
 impl Slice {
-    pub(crate) fn run(&self, x: &[f32], y: &mut [f32]) {
-        slice_f32(&self.x_dims, &self.start, &self.step, &self.y_dims, x, y)
+    pub(crate) fn run<T: Copy>(&self, x: &[T], y: &mut [T]) {
+        slice(&self.x_dims, &self.start, &self.step, &self.y_dims, x, y)
     }
 }
 
 pub(crate) fn prepare(c: &Checker) -> Result<PreparedOp> {
     let p: SliceParams = c.params()?;
-    let x = c.input_f32(0, "x")?;
-    let y = c.output_f32()?;
+    let x = c.input_movable(0, "x")?;
+    let y = c.output_like(&x)?;
     let r = check_rank_param(c, p.rank, x.dims.len())?;
     c.need_rank(&y, "y", r)?;
     if p.start[r..].iter().chain(&p.step[r..]).any(|&v| v != 0) {
@@ -46,6 +49,7 @@ pub(crate) fn prepare(c: &Checker) -> Result<PreparedOp> {
         y_dims: y.dims.clone(),
         start: p.start[..r].iter().map(|&v| v as isize).collect(),
         step: p.step[..r].iter().map(|&v| v as isize).collect(),
+        int8: x.dtype == DType::I8,
     };
     Ok(c.prepared(OpImpl::Slice(sl), 0))
 }

@@ -163,6 +163,28 @@ fn to_text(path: &Path, model: &Model) -> String {
         util::bytes_human(info.arena_bytes),
         util::thousands(info.arena_bytes),
     );
+    let report = model.layer_report();
+    if !report.is_empty() {
+        let _ = writeln!(s, "\n  quantization report (converter, against fp32 on held-out images)");
+        let w = report.iter().map(|r| r.name.chars().count().min(NAME_WIDTH)).max().unwrap_or(5).max(5);
+        let _ = writeln!(
+            s,
+            "    {:<w$}  {:<9} {:>9} {:>10} {:>10}",
+            "layer", "precision", "SQNR dB", "rel L2", "agreement"
+        );
+        for r in report {
+            let agree = if r.agreement.is_nan() { "-".to_string() } else { format!("{:.2}%", r.agreement * 100.0) };
+            let _ = writeln!(
+                s,
+                "    {:<w$}  {:<9} {:>9.2} {:>10.2e} {:>10}",
+                util::abbreviate(&r.name, NAME_WIDTH),
+                r.precision.name(),
+                r.sqnr_db,
+                r.rel_l2,
+                agree
+            );
+        }
+    }
     s
 }
 
@@ -208,6 +230,25 @@ fn to_json(path: &Path, model: &Model) -> Json {
         ("labels", Json::Arr(info.labels.iter().map(Json::str).collect())),
         ("output_shape", Json::uints(&info.output_shape)),
         ("ops", Json::Arr(op_rows.collect())),
+        (
+            "layer_report",
+            Json::Arr(
+                model
+                    .layer_report()
+                    .iter()
+                    .map(|r| {
+                        Json::obj([
+                            ("name", Json::str(&r.name)),
+                            ("op", r.op.map_or(Json::Num(f64::NAN), Json::uint)),
+                            ("precision", Json::str(r.precision.name())),
+                            ("sqnr_db", Json::f32(r.sqnr_db)),
+                            ("rel_l2", Json::f32(r.rel_l2)),
+                            ("agreement", Json::f32(r.agreement)),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ),
         (
             "totals",
             Json::obj([

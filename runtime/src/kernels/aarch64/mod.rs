@@ -1,0 +1,19 @@
+//! aarch64 NEON kernels (Cortex-A72: NEON; Cortex-A76: NEON + dot product + fp16),
+//! runtime-dispatched through `super::Isa`. Each has a scalar twin in `generic/` (fp32) or
+//! `int8/generic.rs` with the same contract, and is tested against it in
+//! `tests/kernels_neon.rs` under qemu-user (cortex-a72 and cortex-a76).
+//!
+//! - `gemm_f32_6x16__neon` / `gemm_f16_6x16__neon`: the fp32 GEMM micro-kernel (`Isa::Neon`
+//!   and up; f16 panels widened with `fcvtl`).
+//! - `gemm_i8i32_6x8__neon`: int8 GEMM with `smlal` by element (`Isa::Neon`, the A72).
+//! - `gemm_i8i32_6x8__neon_dot`: int8 GEMM with `sdot` (`Isa::NeonDot` and up; needs
+//!   `is_aarch64_feature_detected!("dotprod")`).
+
+#[allow(non_snake_case)]
+pub mod gemm_f16_6x16__neon;
+#[allow(non_snake_case)]
+pub mod gemm_f32_6x16__neon;
+#[allow(non_snake_case)]
+pub mod gemm_i8i32_6x8__neon;
+#[allow(non_snake_case)]
+pub mod gemm_i8i32_6x8__neon_dot;
