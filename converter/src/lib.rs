@@ -4,7 +4,9 @@
 //! Pipeline: [`onnx`] (protobuf) -> [`import`] (IR with concrete shapes, constants folded),
 //! or [`pytorch`] (checkpoint / safetensors tensors -> the architecture's IR graph)
 //! -> [`passes`] (BatchNorm folding, bias / residual / activation fusion) -> [`lower`]
-//! (physical layouts, weight packing) -> `resq::format::FileBuilder` -> [`write_atomic`].
+//! (physical layouts, weight packing) -> for fp16 / int8, [`quant`] (calibration on images,
+//! int8 / mixed rewrite, per-layer accuracy report) -> `resq::format::FileBuilder` ->
+//! [`write_atomic`].
 //!
 //! ```no_run
 //! use resq_convert::{convert_file, write_atomic, ConvertOptions};
@@ -21,10 +23,13 @@ pub mod lower;
 pub mod onnx;
 pub mod passes;
 pub mod pytorch;
+pub mod quant;
 pub mod safetensors_reader;
 
 pub use error::{ConvertError, UnsupportedNode};
 pub use lower::Packing;
+pub use quant::observe::Method as CalibrationMethod;
+pub use quant::CalibrationOptions;
 pub use resq::format::PreprocessPreset;
 
 use prost::Message;
@@ -38,9 +43,10 @@ use std::path::Path;
 pub enum Precision {
     #[default]
     Fp32,
-    /// Not supported in this version (an error names it).
+    /// Conv2d / Linear weights stored as IEEE f16 (activations stay f32).
     Fp16,
-    /// Not supported in this version (an error names it).
+    /// int8 weights and activations, calibrated on images ([`CalibrationOptions`]); layers
+    /// kept in float (`keep_float`, the accuracy budget) make it mixed.
     Int8,
 }
 
@@ -120,6 +126,8 @@ pub struct ConvertOptions {
     pub arch: Option<String>,
     /// Checkpoints only: input height and width; `None`: 32x32 (CIFAR) or 224x224 (ImageNet).
     pub input_size: Option<[usize; 2]>,
+    /// int8 calibration, mixed precision and the accuracy report.
+    pub calibration: CalibrationOptions,
 }
 
 impl Default for ConvertOptions {
@@ -134,6 +142,7 @@ impl Default for ConvertOptions {
             packing: Packing::Fast,
             arch: None,
             input_size: None,
+            calibration: CalibrationOptions::default(),
         }
     }
 }
@@ -156,6 +165,16 @@ pub struct Summary {
     pub input_dims: Vec<usize>,
     pub output_dims: Vec<usize>,
     pub stats: ir::Stats,
+    pub precision: Precision,
+    /// `MetaRecord::precision` written: 0 fp32, 1 fp16, 2 int8, 3 mixed.
+    pub precision_code: u32,
+    /// Per-layer accuracy against fp32 (int8; fp16 with calibration images), also stored in
+    /// the file's LAYER_REPORT section.
+    pub report: Option<quant::report::Report>,
+    /// Layers kept in float in an int8 model.
+    pub kept_float: Vec<String>,
+    /// Calibration notes (images used, accuracy-budget steps).
+    pub log: Vec<String>,
 }
 
 /// Name of a preset as the CLI spells it.
@@ -207,9 +226,6 @@ pub fn convert_onnx_bytes_with_summary(
     source_name: &str,
     opts: &ConvertOptions,
 ) -> Result<(Vec<u8>, Summary), ConvertError> {
-    if opts.precision != Precision::Fp32 {
-        return Err(ConvertError::Precision(opts.precision.name().into()));
-    }
     if opts.batch == 0 {
         return Err(ConvertError::Other("batch must be at least 1".into()));
     }
@@ -219,8 +235,69 @@ pub fn convert_onnx_bytes_with_summary(
     ir_to_file(g, source_name, source, None, opts)
 }
 
-/// Lower a graph that went through the passes and write the `.resq` bytes. `default_preset`
-/// is used when `opts.preprocess` is `None` (else the preset is guessed from the input size).
+/// What the file's metadata says besides the program and the precision.
+struct FileMeta {
+    name: String,
+    source: String,
+    labels: Option<Vec<String>>,
+    preset: PreprocessPreset,
+}
+
+/// Write `prog` with metadata `m`, `MetaRecord::precision` = `precision` (0 fp32, 1 fp16,
+/// 2 int8, 3 mixed) and, when given, the LAYER_REPORT section.
+fn write_program(
+    mut prog: lower::Program,
+    m: &FileMeta,
+    precision: u32,
+    report: Option<&quant::report::Report>,
+) -> Result<Vec<u8>, ConvertError> {
+    let mut b = FileBuilder::new();
+    let ids = prog.emit(&mut b);
+    let mut meta = empty_meta();
+    meta.name = b.string(&m.name);
+    meta.source = b.string(&m.source);
+    meta.producer = b.string(&format!("resq-convert {}", env!("CARGO_PKG_VERSION")));
+    if let Some(l) = &m.labels {
+        meta.labels = b.string(&l.join("\n"));
+        meta.num_labels = l.len() as u32;
+    }
+    meta.input_tensor = ids[prog.input as usize];
+    meta.output_tensor = ids[prog.output as usize];
+    let d4 = prog.input_dims.map(|d| u32::try_from(d).unwrap_or(u32::MAX));
+    meta.input_dims = d4;
+    meta.input_layout = 0;
+    meta.preprocess = m.preset as u32;
+    let h = d4[2];
+    let imagenet_std = ([0.485f32, 0.456, 0.406], [0.229f32, 0.224, 0.225]);
+    match m.preset {
+        PreprocessPreset::Imagenet => {
+            meta.resize_shorter = ((h as f64) * 256.0 / 224.0).round() as u32;
+            meta.scale = 1.0 / 255.0;
+            (meta.mean, meta.std) = imagenet_std;
+        }
+        PreprocessPreset::Cifar => {
+            meta.scale = 1.0 / 255.0;
+            (meta.mean, meta.std) = imagenet_std;
+        }
+        PreprocessPreset::Raw255 | PreprocessPreset::None => {
+            meta.scale = 1.0;
+            meta.mean = [0.0; 3];
+            meta.std = [1.0; 3];
+        }
+    }
+    meta.channel_order = 0;
+    meta.precision = precision;
+    b.set_meta(meta);
+    if let Some(r) = report {
+        let (count, bytes) = r.records(&mut b);
+        b.set_layer_report(std::mem::size_of::<resq::format::LayerReportRecord>() as u32, count, bytes);
+    }
+    Ok(b.finish()?)
+}
+
+/// Lower a graph that went through the passes (at `opts.precision`, calibrating for int8)
+/// and write the `.resq` bytes. `default_preset` is used when `opts.preprocess` is `None`
+/// (else the preset is guessed from the input size).
 fn ir_to_file(
     mut g: ir::Graph,
     source_name: &str,
@@ -228,14 +305,6 @@ fn ir_to_file(
     default_preset: Option<PreprocessPreset>,
     opts: &ConvertOptions,
 ) -> Result<(Vec<u8>, Summary), ConvertError> {
-    let mut prog = lower::lower(&g, opts.packing)?;
-    let param_count = prog.param_count();
-    let param_bytes = prog.param_bytes();
-    // The weights now live in the program: free the IR copies before the file is laid out.
-    for t in &mut g.tensors {
-        t.value = None;
-    }
-
     let input_dims = g.shape(g.input).to_vec();
     let output_dims = g.shape(g.output).to_vec();
     let classes = *output_dims.last().unwrap_or(&1);
@@ -255,53 +324,46 @@ fn ir_to_file(
     let name = opts.name.clone().unwrap_or_else(|| {
         Path::new(source_name).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into())
     });
+    let m = FileMeta { name, source, labels: opts.labels.clone(), preset };
+    let write = |p: lower::Program, code: u32, r: Option<&quant::report::Report>| write_program(p, &m, code, r);
 
-    let mut b = FileBuilder::new();
-    let ids = prog.emit(&mut b);
-    let mut meta = empty_meta();
-    meta.name = b.string(&name);
-    meta.source = b.string(&source);
-    meta.producer = b.string(&format!("resq-convert {}", env!("CARGO_PKG_VERSION")));
-    if let Some(l) = &opts.labels {
-        meta.labels = b.string(&l.join("\n"));
-        meta.num_labels = l.len() as u32;
+    let c = &opts.calibration;
+    let outcome = match opts.precision {
+        Precision::Fp32 => {
+            if c.dir.is_some() || !c.keep_float.is_empty() || c.accuracy_budget.is_some() {
+                return Err(ConvertError::Other(
+                    "--calibrate, --keep-float and --accuracy-budget apply to --precision int8 (and --calibrate \
+                     to fp16, for its accuracy report)"
+                        .into(),
+                ));
+            }
+            quant::Outcome {
+                program: lower::lower(&g, opts.packing)?,
+                precision: 0,
+                report: None,
+                kept_float: Vec::new(),
+                log: Vec::new(),
+            }
+        }
+        Precision::Fp16 => quant::fp16_program(&g, opts.packing, c, &write)?,
+        Precision::Int8 => quant::int8_program(&g, c, &write)?,
+    };
+    // The weights now live in the program: free the IR copies before the file is laid out.
+    for t in &mut g.tensors {
+        t.value = None;
     }
-    meta.input_tensor = ids[prog.input as usize];
-    meta.output_tensor = ids[prog.output as usize];
-    let d4 = prog.input_dims.map(|d| u32::try_from(d).unwrap_or(u32::MAX));
-    meta.input_dims = d4;
-    meta.input_layout = 0;
-    meta.preprocess = preset as u32;
-    let h = d4[2];
-    let imagenet_std = ([0.485f32, 0.456, 0.406], [0.229f32, 0.224, 0.225]);
-    match preset {
-        PreprocessPreset::Imagenet => {
-            meta.resize_shorter = ((h as f64) * 256.0 / 224.0).round() as u32;
-            meta.scale = 1.0 / 255.0;
-            (meta.mean, meta.std) = imagenet_std;
-        }
-        PreprocessPreset::Cifar => {
-            meta.scale = 1.0 / 255.0;
-            (meta.mean, meta.std) = imagenet_std;
-        }
-        PreprocessPreset::Raw255 | PreprocessPreset::None => {
-            meta.scale = 1.0;
-            meta.mean = [0.0; 3];
-            meta.std = [1.0; 3];
-        }
-    }
-    meta.channel_order = 0;
-    meta.precision = 0;
-    b.set_meta(meta);
-    let bytes = b.finish()?;
-
+    let prog = outcome.program;
+    let param_count = prog.param_count();
+    let param_bytes = prog.param_bytes();
     let mut ops = BTreeMap::new();
     for op in &prog.ops {
         *ops.entry(op.kind.name()).or_insert(0) += 1;
     }
+    let bytes = write_program(prog, &m, outcome.precision, outcome.report.as_ref())?;
+
     let summary = Summary {
-        name,
-        source,
+        name: m.name,
+        source: m.source,
         ops,
         param_count,
         param_bytes,
@@ -311,6 +373,11 @@ fn ir_to_file(
         input_dims,
         output_dims,
         stats: g.stats.clone(),
+        precision: opts.precision,
+        precision_code: outcome.precision,
+        report: outcome.report,
+        kept_float: outcome.kept_float,
+        log: outcome.log,
     };
     Ok((bytes, summary))
 }
@@ -375,9 +442,6 @@ pub fn convert_checkpoint_bytes_with_summary(
     source_name: &str,
     opts: &ConvertOptions,
 ) -> Result<(Vec<u8>, Summary), ConvertError> {
-    if opts.precision != Precision::Fp32 {
-        return Err(ConvertError::Precision(opts.precision.name().into()));
-    }
     if opts.batch == 0 {
         return Err(ConvertError::Other("batch must be at least 1".into()));
     }
@@ -496,13 +560,6 @@ mod tests {
                 .collect();
             assert!(convert_onnx_bytes(&bytes, "x.onnx", &ConvertOptions::default()).is_err());
         }
-    }
-
-    #[test]
-    fn precision_other_than_fp32_is_refused() {
-        let opts = ConvertOptions { precision: Precision::Int8, ..Default::default() };
-        let e = convert_onnx_bytes(b"", "x.onnx", &opts).unwrap_err();
-        assert!(e.to_string().contains("only fp32"), "{e}");
     }
 
     #[test]

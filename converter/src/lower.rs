@@ -6,8 +6,8 @@ use crate::error::ConvertError;
 use crate::fold;
 use crate::ir::{Act, ConvSpec, Data, Graph, Op, TensorId};
 use resq::format::{
-    ActKind, ActParams, AddParams, ConvParams, DType, FileBuilder, Layout, OpKind, PadParams, PoolParams, SliceParams,
-    SoftmaxParams, TransposeParams, MAX_RANK, NONE,
+    ActKind, ActParams, AddParams, ConvParams, DType, FileBuilder, GlobalPoolParams, Layout, OpKind, PadParams,
+    PoolParams, SliceParams, SoftmaxParams, TransposeParams, MAX_RANK, NONE,
 };
 use resq::kernels::gemm::{prefer_winograd, ConvGeom};
 use resq::kernels::pack::{pack_n16, pack_winograd_f43};
@@ -19,8 +19,21 @@ pub struct LTensor {
     pub name: String,
     pub layout: Layout,
     pub dims: Vec<usize>,
-    /// Payload (f32 little-endian bytes) of a constant.
+    /// Payload of a constant: little-endian elements of `dtype`, exactly as the kernels read them.
     pub bytes: Option<Vec<u8>>,
+    /// Element type (F32 unless quantization or fp16 conversion changed it).
+    pub dtype: DType,
+    /// Int8 activations: the scale `s` of `r = s * (q - z)`; 0 for every other tensor.
+    pub scale: f32,
+    /// Int8 activations: the zero point `z`; 0 for every other tensor.
+    pub zero_point: i32,
+}
+
+impl LTensor {
+    /// An F32 tensor (no quantization parameters).
+    pub fn f32(name: String, layout: Layout, dims: Vec<usize>, bytes: Option<Vec<u8>>) -> Self {
+        LTensor { name, layout, dims, bytes, dtype: DType::F32, scale: 0.0, zero_point: 0 }
+    }
 }
 
 /// Op parameters.
@@ -31,6 +44,7 @@ pub enum Params {
     Act(ActParams),
     Add(AddParams),
     Softmax(SoftmaxParams),
+    GlobalPool(GlobalPoolParams),
     Transpose(TransposeParams),
     Slice(SliceParams),
     Pad(PadParams),
@@ -71,14 +85,20 @@ impl Program {
     }
 
     /// Emit the records into a builder (metadata is set by the caller); the payloads move
-    /// into the builder.
+    /// into the builder. Each tensor record gets the tensor's dtype and quantization
+    /// parameters (`quant_scale` / `quant_zero_point`).
     pub fn emit(&mut self, b: &mut FileBuilder) -> Vec<u32> {
         let mut ids = Vec::with_capacity(self.tensors.len());
         for t in &mut self.tensors {
-            ids.push(match t.bytes.take() {
-                Some(bytes) => b.constant(&t.name, DType::F32, t.layout, &t.dims, bytes),
-                None => b.activation(&t.name, DType::F32, t.layout, &t.dims),
-            });
+            let id = match t.bytes.take() {
+                Some(bytes) => b.constant(&t.name, t.dtype, t.layout, &t.dims, bytes),
+                None => b.activation(&t.name, t.dtype, t.layout, &t.dims),
+            };
+            if let Some(rec) = b.tensor_mut(id) {
+                rec.quant_scale = t.scale;
+                rec.quant_zero_point = t.zero_point;
+            }
+            ids.push(id);
         }
         let map =
             |v: &[u32]| -> Vec<u32> { v.iter().map(|&i| if i == NONE { NONE } else { ids[i as usize] }).collect() };
@@ -90,6 +110,7 @@ impl Program {
                 Params::Act(p) => b.op(op.kind, &op.name, &ins, &outs, p),
                 Params::Add(p) => b.op(op.kind, &op.name, &ins, &outs, p),
                 Params::Softmax(p) => b.op(op.kind, &op.name, &ins, &outs, p),
+                Params::GlobalPool(p) => b.op(op.kind, &op.name, &ins, &outs, p),
                 Params::Transpose(p) => b.op(op.kind, &op.name, &ins, &outs, p),
                 Params::Slice(p) => b.op(op.kind, &op.name, &ins, &outs, p),
                 Params::Pad(p) => b.op(op.kind, &op.name, &ins, &outs, p),
@@ -204,7 +225,8 @@ fn act_fields(act: Act) -> (u32, f32, f32) {
     }
 }
 
-fn f32_bytes(v: &[f32]) -> Vec<u8> {
+/// Little-endian bytes of f32 values (the payload format of F32 constants).
+pub(crate) fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
@@ -220,7 +242,7 @@ struct Lower<'g> {
 
 impl<'g> Lower<'g> {
     fn push_tensor(&mut self, name: String, layout: Layout, dims: Vec<usize>, bytes: Option<Vec<u8>>) -> u32 {
-        self.p.tensors.push(LTensor { name, layout, dims, bytes });
+        self.p.tensors.push(LTensor::f32(name, layout, dims, bytes));
         (self.p.tensors.len() - 1) as u32
     }
 
@@ -376,7 +398,8 @@ impl<'g> Lower<'g> {
             Op::GlobalAvgPool => {
                 let xi = self.get(x, Some(Layout::Nhwc));
                 let yi = self.output(y, Layout::Nhwc);
-                self.push_op(OpKind::GlobalAvgPool, name, vec![xi], vec![yi], Params::None);
+                let p = Params::GlobalPool(GlobalPoolParams::default());
+                self.push_op(OpKind::GlobalAvgPool, name, vec![xi], vec![yi], p);
             }
             Op::ChannelAffine { act } => {
                 if !matches!(xs.len(), 2 | 4) {

@@ -47,8 +47,8 @@ fn bad_input_exits_1_with_a_message() {
 }
 
 #[test]
-fn converts_resnet20_and_refuses_other_precisions() {
-    let Some(data) = common::data_dir("converts_resnet20_and_refuses_other_precisions") else { return };
+fn converts_resnet20_and_refuses_int8_without_calibration_images() {
+    let Some(data) = common::data_dir("converts_resnet20_and_refuses_int8_without_calibration_images") else { return };
     let model = data.join("models/cifar10-resnet20/resnet20-bn.onnx");
     let before = std::fs::read(&model).unwrap();
     let dir = temp_dir("ok");
@@ -56,7 +56,8 @@ fn converts_resnet20_and_refuses_other_precisions() {
 
     let out = bin().arg(&model).arg("-o").arg(&out_path).args(["--precision", "int8"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("only fp32"), "{}", String::from_utf8_lossy(&out.stderr));
+    // int8 needs calibration images, and the error says which flag gives them.
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--calibrate"), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!out_path.exists());
 
     let labels = dir.join("labels.txt");

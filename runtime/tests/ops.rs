@@ -386,7 +386,13 @@ fn global_avg_pool_and_linear() {
             let bt = if bias { b.constant_f32("b", Layout::RowMajor, &[nn], &bv) } else { NONE };
             let y = b.activation("y", DType::F32, Layout::RowMajor, &[m, nn]);
             let ins: &[u32] = if bias { &[f, wt, bt] } else { &[f, wt] };
-            b.op(OpKind::Linear, "fc", ins, &[y], &ActParams { act, act_min: -0.25, act_max: 0.5, ..Default::default() });
+            b.op(
+                OpKind::Linear,
+                "fc",
+                ins,
+                &[y],
+                &ActParams { act, act_min: -0.25, act_max: 0.5, ..Default::default() },
+            );
             y
         });
         assert_close(&run_once(bytes, &x), &want, 1e-5, &format!("linear {m}x{k}x{nn}"));
@@ -464,7 +470,13 @@ fn activation_affine_softmax() {
     for act in [1u32, 2] {
         let bytes = build([n, c, h, w], |b, _, xi| {
             let y = b.activation("y", DType::F32, Layout::RowMajor, &[n, c, h, w]);
-            b.op(OpKind::Activation, "act", &[xi], &[y], &ActParams { act, act_min: -0.25, act_max: 0.5, ..Default::default() });
+            b.op(
+                OpKind::Activation,
+                "act",
+                &[xi],
+                &[y],
+                &ActParams { act, act_min: -0.25, act_max: 0.5, ..Default::default() },
+            );
             y
         });
         let want: Vec<f64> = x.iter().map(|&v| act_ref(act, -0.25, 0.5, v as f64)).collect();
