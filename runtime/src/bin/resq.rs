@@ -1,4 +1,4 @@
-//! `resq`: classify images, run tensors, inspect and benchmark `.resq` models.
+//! `resq`: classify images, run tensors, inspect, benchmark and evaluate `.resq` models.
 //!
 //! Exit codes: 0 success, 1 failure (message on stderr naming the file), 2 usage error.
 
@@ -9,6 +9,8 @@ mod args;
 mod bench;
 #[path = "resq/classify.rs"]
 mod classify;
+#[path = "resq/eval.rs"]
+mod eval;
 #[path = "resq/imageio.rs"]
 mod imageio;
 #[path = "resq/inspect.rs"]
@@ -43,6 +45,8 @@ Usage:
   resq run MODEL --input IN.npy --output OUT.npy [--threads N] [--isa TIER]
   resq inspect MODEL [--json]
   resq bench MODEL [--iters N] [--warmup N] [--threads N] [--isa TIER] [--per-layer] [--json]
+  resq eval MODEL --images DIR [--labels-from-dirs] [--compare OTHER] [--exclude-range A-B]
+            [--include P] [--exclude P] [--limit N] [--labels FILE] [--threads N] [--isa TIER] [--json]
   resq help [COMMAND]      resq COMMAND --help      resq --version
 
 Commands:
@@ -50,6 +54,8 @@ Commands:
   run        run a batch of preprocessed inputs from an .npy file and write the outputs as .npy
   inspect    show a model's metadata, preprocessing, op table and sizes
   bench      time inferences on a fixed random input (min/median/p90/mean; per layer on request)
+  eval       top-1/top-5 over a folder of images (classes from folder names), agreement with
+             another model file, images/s
 
 Environment:
   RESQ_MAX_ISA=generic|avx2|avx512|neon|neon-dot|neon-dot-fp16   cap the kernel tier
@@ -63,6 +69,7 @@ fn command_help(cmd: &str) -> Option<&'static str> {
         "run" => run::HELP,
         "inspect" => inspect::HELP,
         "bench" => bench::HELP,
+        "eval" => eval::HELP,
         _ => return None,
     })
 }
@@ -89,6 +96,7 @@ fn dispatch(argv: &[OsString]) -> Result<(), CliError> {
         "run" => run::main(rest),
         "inspect" => inspect::main(rest),
         "bench" => bench::main(rest),
+        "eval" => eval::main(rest),
         other => Err(CliError::Usage { command: String::new(), msg: format!("unknown command '{other}'") }),
     }
 }

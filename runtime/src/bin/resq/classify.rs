@@ -4,7 +4,6 @@
 use crate::args::{self, Parsed, Spec};
 use crate::json::Json;
 use crate::{imageio, util, CliError};
-use resq::format::PreprocessPreset;
 use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -56,53 +55,19 @@ fn classify(p: &Parsed, top: usize, labels_file: Option<&Path>, opts: resq::Opti
     let info = model.info();
     let failed = |msg: String| CliError::Failed(format!("{}: {msg}", model_path.display()));
 
-    if info.preprocess.preset == PreprocessPreset::None {
-        return Err(failed(
-            "the model has no image preprocessing (preset \"none\"); feed prepared tensors with `resq run`, \
-             or convert it with --preprocess imagenet|cifar|raw255"
-                .into(),
-        ));
-    }
-    let geom = util::input_geometry(&info).map_err(failed)?;
-    if geom.channels != 3 {
-        return Err(failed(format!(
-            "classify needs a 3-channel image input, the model takes {} channels",
-            geom.channels
-        )));
-    }
-    let pp = &info.preprocess;
-    if (pp.height as usize, pp.width as usize) != (geom.height, geom.width) {
-        return Err(failed(format!(
-            "preprocessing crops to {}x{} but the model input is {}x{}",
-            pp.height, pp.width, geom.height, geom.width
-        )));
-    }
+    let mut image_input = imageio::ImageInput::new(model_path, &info)?;
+    let geom = image_input.geom;
     let out_len = model.output_len();
     if out_len == 0 || out_len % geom.batch != 0 {
         return Err(failed(format!("output of {out_len} values cannot be split into {} rows", geom.batch)));
     }
     let classes = out_len / geom.batch;
-    let labels: Vec<String> = match labels_file {
-        Some(f) => {
-            let l = util::read_labels(f)?;
-            if l.len() != classes {
-                return Err(CliError::Failed(format!(
-                    "{}: {} labels, but the model has {classes} classes",
-                    f.display(),
-                    l.len()
-                )));
-            }
-            l
-        }
-        None if info.labels.len() == classes => info.labels.clone(),
-        None => (0..classes).map(|i| i.to_string()).collect(),
-    };
+    let labels = class_labels(&info, labels_file, classes)?;
     let top = top.min(classes);
 
     let mut session = model.session(opts).map_err(|e| failed(e.to_string()))?;
-    let sample = geom.channels * geom.height * geom.width;
+    let sample = image_input.sample_len();
     let mut input = vec![0f32; model.input_len()];
-    let mut nchw = vec![0f32; sample];
     let json = p.flag("--json");
     let many = images.len() > 1;
     let mut results = Vec::new();
@@ -111,15 +76,7 @@ fn classify(p: &Parsed, top: usize, labels_file: Option<&Path>, opts: resq::Opti
     for chunk in images.chunks(geom.batch) {
         input.fill(0.0);
         for (slot, img_path) in chunk.iter().enumerate() {
-            let img = imageio::decode_rgb8(img_path)?;
-            resq::preprocess::prepare_rgb8(&img.pixels, img.width, img.height, &info.preprocess, &mut nchw)
-                .map_err(|e| CliError::Failed(format!("{}: {e}", img_path.display())))?;
-            let dst = &mut input[slot * sample..(slot + 1) * sample];
-            if geom.nhwc {
-                util::nchw_to_nhwc(&nchw, dst, geom.channels, geom.height, geom.width);
-            } else {
-                dst.copy_from_slice(&nchw);
-            }
+            image_input.load(img_path, &mut input[slot * sample..(slot + 1) * sample])?;
         }
         let output = session.run(&input).map_err(|e| failed(e.to_string()))?;
         for (slot, img_path) in chunk.iter().enumerate() {
@@ -156,4 +113,28 @@ fn classify(p: &Parsed, top: usize, labels_file: Option<&Path>, opts: resq::Opti
         out.write_all(doc.pretty().as_bytes()).map_err(util::write_error)?;
     }
     out.flush().map_err(util::write_error)
+}
+
+/// The class names: from `labels_file` (one per line; its count must be `classes`), else the
+/// labels stored in the model when their count fits, else the class indices "0", "1", ...
+pub fn class_labels(
+    info: &resq::ModelInfo,
+    labels_file: Option<&Path>,
+    classes: usize,
+) -> Result<Vec<String>, CliError> {
+    Ok(match labels_file {
+        Some(f) => {
+            let l = util::read_labels(f)?;
+            if l.len() != classes {
+                return Err(CliError::Failed(format!(
+                    "{}: {} labels, but the model has {classes} classes",
+                    f.display(),
+                    l.len()
+                )));
+            }
+            l
+        }
+        None if info.labels.len() == classes => info.labels.clone(),
+        None => (0..classes).map(|i| i.to_string()).collect(),
+    })
 }
