@@ -10,7 +10,7 @@
 //! bytes): the kernels read the f16 payload in place and widen it in registers, no f32 copy
 //! is made. Activations and bias stay F32.
 
-use super::{Checker, OpImpl, PreparedOp, RunCtx};
+use super::{Checker, Desc, OpImpl, PreparedOp, RunCtx};
 use crate::error::Result;
 use crate::format::{ConvParams, DType, Layout};
 use crate::kernels::gemm::{self, ConvGeom, Epilogue};
@@ -94,23 +94,14 @@ pub(crate) fn out_size(input: u64, pad_a: u64, pad_b: u64, k: u64, stride: u64, 
     Some(padded.checked_sub(span)? / stride + 1)
 }
 
-pub(crate) fn prepare(c: &Checker) -> Result<PreparedOp> {
-    let p: ConvParams = c.params()?;
-    let x = c.input_f32(0, "x")?;
-    let Some(w) = c.input(1) else { return c.fail("input 1 (weight) is missing") };
-    if !matches!(w.dtype, DType::F32 | DType::F16) {
-        return c.unsupported(format!(
-            "weight {} is {:?}; Conv2d weights are F32 or F16",
-            c.v.tensor_label(w.id),
-            w.dtype
-        ));
-    }
-    let y = c.output_f32()?;
-    c.need_layout(&x, "x", &[Layout::Nhwc])?;
-    c.need_layout(&y, "y", &[Layout::Nhwc])?;
-    c.need_rank(&x, "x", 4)?;
-    c.need_rank(&y, "y", 4)?;
-    let act = c.act(p.act, p.act_min, p.act_max)?;
+/// The checks every Conv2d form shares (f32 and int8): NHWC rank-4 `x` and `y`, positive
+/// kernel/stride/dilation/groups, groups dividing both channel counts, and `y`'s dims equal
+/// to the computed `[N, OH, OW, O]`. Returns the geometry the kernels take.
+pub(crate) fn geometry(c: &Checker, p: &ConvParams, x: &Desc, y: &Desc) -> Result<ConvGeom> {
+    c.need_layout(x, "x", &[Layout::Nhwc])?;
+    c.need_layout(y, "y", &[Layout::Nhwc])?;
+    c.need_rank(x, "x", 4)?;
+    c.need_rank(y, "y", 4)?;
     c.need_positive(&[
         (p.kernel_h, "kernel_h"),
         (p.kernel_w, "kernel_w"),
@@ -126,22 +117,11 @@ pub(crate) fn prepare(c: &Checker) -> Result<PreparedOp> {
     if ch % g != 0 || o % g != 0 {
         return c.fail(format!("groups {g} does not divide the input channels {ch} and output channels {o}"));
     }
-    let oh = out_size(
-        h as u64,
-        p.pad_top as u64,
-        p.pad_bottom as u64,
-        p.kernel_h as u64,
-        p.stride_h as u64,
-        p.dilation_h as u64,
-    );
-    let ow = out_size(
-        wd as u64,
-        p.pad_left as u64,
-        p.pad_right as u64,
-        p.kernel_w as u64,
-        p.stride_w as u64,
-        p.dilation_w as u64,
-    );
+    let axis = |inp: usize, a: u32, b: u32, k: u32, s: u32, d: u32| {
+        out_size(inp as u64, a as u64, b as u64, k as u64, s as u64, d as u64)
+    };
+    let oh = axis(h, p.pad_top, p.pad_bottom, p.kernel_h, p.stride_h, p.dilation_h);
+    let ow = axis(wd, p.pad_left, p.pad_right, p.kernel_w, p.stride_w, p.dilation_w);
     let (Some(oh), Some(ow)) = (oh, ow) else {
         return c.fail(format!(
             "kernel {}x{} (dilation {}x{}) is larger than the padded input {}x{}",
@@ -155,7 +135,42 @@ pub(crate) fn prepare(c: &Checker) -> Result<PreparedOp> {
             y.dims, x.dims, p.kernel_h, p.kernel_w, p.stride_h, p.stride_w, p.pad_top, p.pad_left, p.pad_bottom, p.pad_right, p.dilation_h, p.dilation_w
         ));
     }
-    let (kh, kw, ig) = (p.kernel_h as usize, p.kernel_w as usize, ch / g);
+    Ok(ConvGeom {
+        n,
+        in_h: h,
+        in_w: wd,
+        in_c: ch,
+        out_h: oh as usize,
+        out_w: ow as usize,
+        out_c: o,
+        kh: p.kernel_h as usize,
+        kw: p.kernel_w as usize,
+        stride_h: p.stride_h as usize,
+        stride_w: p.stride_w as usize,
+        pad_top: p.pad_top as usize,
+        pad_left: p.pad_left as usize,
+        dil_h: p.dilation_h as usize,
+        dil_w: p.dilation_w as usize,
+        groups: g,
+    })
+}
+
+pub(crate) fn prepare(c: &Checker) -> Result<PreparedOp> {
+    let p: ConvParams = c.params()?;
+    let x = c.input_f32(0, "x")?;
+    let Some(w) = c.input(1) else { return c.fail("input 1 (weight) is missing") };
+    if !matches!(w.dtype, DType::F32 | DType::F16) {
+        return c.unsupported(format!(
+            "weight {} is {:?}; Conv2d weights are F32 or F16",
+            c.v.tensor_label(w.id),
+            w.dtype
+        ));
+    }
+    let y = c.output_f32()?;
+    let act = c.act(p.act, p.act_min, p.act_max)?;
+    let shape = geometry(c, &p, &x, &y)?;
+    let (o, g) = (shape.out_c, shape.groups);
+    let (kh, kw, ig) = (shape.kh, shape.kw, shape.in_c / g);
     c.need_constant(&w, "weight")?;
     c.need_dims(&w, "weight", &[o, kh, kw, ig])?;
     // Weight layout and payload size per algorithm.
@@ -205,24 +220,6 @@ pub(crate) fn prepare(c: &Checker) -> Result<PreparedOp> {
         c.need_layout(r, "residual", &[Layout::Nhwc])?;
         c.need_dims(r, "residual", &y.dims)?;
     }
-    let shape = ConvGeom {
-        n,
-        in_h: h,
-        in_w: wd,
-        in_c: ch,
-        out_h: oh as usize,
-        out_w: ow as usize,
-        out_c: o,
-        kh,
-        kw,
-        stride_h: p.stride_h as usize,
-        stride_w: p.stride_w as usize,
-        pad_top: p.pad_top as usize,
-        pad_left: p.pad_left as usize,
-        dil_h: p.dilation_h as usize,
-        dil_w: p.dilation_w as usize,
-        groups: g,
-    };
     let imp = match want_layout {
         Layout::PackedN16 => ConvImpl::Packed,
         Layout::WinogradF43N16 => ConvImpl::Winograd,

@@ -3,7 +3,7 @@
 //! data-movement ops live with their f32 forms.) Every check the kernels' contracts rely on
 //! is made here, at load: a file that passes gives the same bytes on every CPU.
 
-use super::conv::out_size;
+use super::conv::geometry;
 use super::{Checker, Desc, OpImpl, PreparedOp, RunCtx};
 use crate::error::Result;
 use crate::format::{ActParams, ConvParams, DType, Layout};
@@ -209,10 +209,6 @@ pub(crate) fn prepare_conv(c: &Checker) -> Result<PreparedOp> {
     let x = c.input_of(0, "x", DType::I8)?;
     let w = c.input_of(1, "weight", DType::I8)?;
     let y = c.output_of(DType::I8)?;
-    c.need_layout(&x, "x", &[Layout::Nhwc])?;
-    c.need_layout(&y, "y", &[Layout::Nhwc])?;
-    c.need_rank(&x, "x", 4)?;
-    c.need_rank(&y, "y", 4)?;
     if p.algo != 3 {
         return c.fail(format!("int8 conv needs algo 3 (int8 packed GEMM), has {}", p.algo));
     }
@@ -220,45 +216,9 @@ pub(crate) fn prepare_conv(c: &Checker) -> Result<PreparedOp> {
         return c.fail("int8 conv carries its activation in qmin/qmax: act, act_min and act_max must be 0");
     }
     let (qmin, qmax) = c.qclamp(p.qmin, p.qmax)?;
-    c.need_positive(&[
-        (p.kernel_h, "kernel_h"),
-        (p.kernel_w, "kernel_w"),
-        (p.stride_h, "stride_h"),
-        (p.stride_w, "stride_w"),
-        (p.dilation_h, "dilation_h"),
-        (p.dilation_w, "dilation_w"),
-        (p.groups, "groups"),
-    ])?;
-    let (n, h, wd, ch) = (x.dims[0], x.dims[1], x.dims[2], x.dims[3]);
-    let o = y.dims[3];
-    let g = p.groups as usize;
-    if ch % g != 0 || o % g != 0 {
-        return c.fail(format!("groups {g} does not divide the input channels {ch} and output channels {o}"));
-    }
-    let oh = out_size(
-        h as u64,
-        p.pad_top as u64,
-        p.pad_bottom as u64,
-        p.kernel_h as u64,
-        p.stride_h as u64,
-        p.dilation_h as u64,
-    );
-    let ow = out_size(
-        wd as u64,
-        p.pad_left as u64,
-        p.pad_right as u64,
-        p.kernel_w as u64,
-        p.stride_w as u64,
-        p.dilation_w as u64,
-    );
-    let (Some(oh), Some(ow)) = (oh, ow) else {
-        return c.fail(format!("kernel {}x{} is larger than the padded input {h}x{wd}", p.kernel_h, p.kernel_w));
-    };
-    let want_y = [n, oh as usize, ow as usize, o];
-    if y.dims != want_y {
-        return c.fail(format!("output dims {:?} do not match the computed [N, OH, OW, O] = {want_y:?}", y.dims));
-    }
-    let (kh, kw, ig) = (p.kernel_h as usize, p.kernel_w as usize, ch / g);
+    let shape = geometry(c, &p, &x, &y)?;
+    let (o, g) = (shape.out_c, shape.groups);
+    let (kh, kw, ig) = (shape.kh, shape.kw, shape.in_c / g);
     c.int8_weights(&w, [o, kh, kw, ig], g)?;
     let Some(q) = c.input(2) else { return c.fail("input 2 (qparams) is missing: int8 convs need one") };
     c.need_dtype(&q, "qparams", DType::I32)?;
@@ -271,24 +231,6 @@ pub(crate) fn prepare_conv(c: &Checker) -> Result<PreparedOp> {
         c.need_dims(r, "residual", &y.dims)?;
         z_res = zp(r);
     }
-    let shape = ConvGeom {
-        n,
-        in_h: h,
-        in_w: wd,
-        in_c: ch,
-        out_h: oh as usize,
-        out_w: ow as usize,
-        out_c: o,
-        kh,
-        kw,
-        stride_h: p.stride_h as usize,
-        stride_w: p.stride_w as usize,
-        pad_top: p.pad_top as usize,
-        pad_left: p.pad_left as usize,
-        dil_h: p.dilation_h as usize,
-        dil_w: p.dilation_w as usize,
-        groups: g,
-    };
     let conv = QConv { shape, z_x: zp(&x), z_res, z_y: zp(&y), qmin, qmax, has_residual: residual.is_some() };
     Ok(c.prepared(OpImpl::QConv(conv), shape.macs()))
 }
