@@ -445,6 +445,26 @@ pub fn conv2d_packed<W: WeightElem, P: Parallel + ?Sized>(
     run_tasks(blocks * g.groups * chunks, scratch, per, pool, task);
 }
 
+/// `dst.copy_from_slice(src)` for the short channel runs of grouped convolutions: a runtime
+/// length makes `copy_from_slice` a `memcpy` call, which for the 4-float runs of a ResNeXt
+/// stage-1 conv (32 groups of 4 channels) costs more than the copy itself; the common group
+/// widths get fixed-size copies the compiler inlines.
+#[inline(always)]
+fn copy_short(dst: &mut [f32], src: &[f32]) {
+    fn fixed<const N: usize>(dst: &mut [f32], src: &[f32]) {
+        // Both have length N (matched below), so the conversions succeed.
+        if let (Ok(d), Ok(s)) = (<&mut [f32; N]>::try_from(dst), <&[f32; N]>::try_from(src)) {
+            *d = *s;
+        }
+    }
+    match dst.len() {
+        4 => fixed::<4>(dst, src),
+        8 => fixed::<8>(dst, src),
+        16 => fixed::<16>(dst, src),
+        _ => dst.copy_from_slice(src),
+    }
+}
+
 /// Writes the im2col rows of output pixels `m0..m0+rows` for group `grp` into `dst`
 /// (`rows x K`, `K = kh*kw*i_g`, tap-major like PackedN16's k index); taps outside the input
 /// are zero.
@@ -474,7 +494,7 @@ fn im2col(g: &ConvGeom, x: &[f32], grp: usize, m0: usize, rows: usize, dst: &mut
                 let iw = (ow * g.stride_w + kj * g.dil_w).wrapping_sub(g.pad_left);
                 if iw < g.in_w {
                     let src = (pix0 + iw) * g.in_c + grp * i_g;
-                    seg.copy_from_slice(&x[src..src + i_g]);
+                    copy_short(seg, &x[src..src + i_g]);
                 } else {
                     seg.fill(0.0);
                 }

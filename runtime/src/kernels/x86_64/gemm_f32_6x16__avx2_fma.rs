@@ -82,22 +82,38 @@ unsafe fn load_b<W: WeightElem>(b: *const W) -> (__m256, __m256) {
     }
 }
 
+/// Lane masks selecting lanes `< n` of the low and high halves of a 16-lane row.
+///
+/// # Safety
+/// AVX2 available.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn lane_masks(n: usize) -> (__m256i, __m256i) {
+    let nv = _mm256_set1_epi32(n as i32);
+    (
+        _mm256_cmpgt_epi32(nv, _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)),
+        _mm256_cmpgt_epi32(nv, _mm256_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15)),
+    )
+}
+
 /// Loads `n <= 16` floats into two vectors, zero-filling lanes `>= n` without touching memory
 /// past `n`.
 ///
 /// # Safety
-/// `p` readable for `n` f32; AVX available.
+/// `p` readable for `n` f32; AVX2 available.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn load16(p: *const f32, n: usize) -> (__m256, __m256) {
-    // SAFETY: full tiles read 16 floats, partial ones copy n floats to a stack buffer first.
+    // SAFETY: full tiles read 16 floats. Partial ones use masked loads, which do not access
+    // masked-off lanes (no fault, no read); the high half is only addressed when n > 8, so
+    // `p.add(8)` stays inside the n readable floats' allocation.
     unsafe {
         if n == NR {
             (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)))
         } else {
-            let mut buf = [0.0f32; NR];
-            core::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), n);
-            (_mm256_loadu_ps(buf.as_ptr()), _mm256_loadu_ps(buf.as_ptr().add(8)))
+            let (ml, mh) = lane_masks(n);
+            let hi = if n > 8 { _mm256_maskload_ps(p.add(8), mh) } else { _mm256_setzero_ps() };
+            (_mm256_maskload_ps(p, ml), hi)
         }
     }
 }
@@ -105,20 +121,24 @@ unsafe fn load16(p: *const f32, n: usize) -> (__m256, __m256) {
 /// Stores the first `n <= 16` lanes of `(lo, hi)` to `p`.
 ///
 /// # Safety
-/// `p` writable for `n` f32; AVX available.
+/// `p` writable for `n` f32; AVX2 available.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn store16(p: *mut f32, n: usize, lo: __m256, hi: __m256) {
-    // SAFETY: full tiles write 16 floats, partial ones go through a stack buffer.
+    // SAFETY: full tiles write 16 floats. Partial ones use masked stores, which write only
+    // lanes < n (masked-off lanes are not accessed); the high half only when n > 8.
+    // (Before: a stack buffer and a `memcpy` of runtime length per row, which dominated the
+    // 4-column tiles of grouped convolutions.)
     unsafe {
         if n == NR {
             _mm256_storeu_ps(p, lo);
             _mm256_storeu_ps(p.add(8), hi);
         } else {
-            let mut buf = [0.0f32; NR];
-            _mm256_storeu_ps(buf.as_mut_ptr(), lo);
-            _mm256_storeu_ps(buf.as_mut_ptr().add(8), hi);
-            core::ptr::copy_nonoverlapping(buf.as_ptr(), p, n);
+            let (ml, mh) = lane_masks(n);
+            _mm256_maskstore_ps(p, ml, lo);
+            if n > 8 {
+                _mm256_maskstore_ps(p.add(8), mh, hi);
+            }
         }
     }
 }
