@@ -219,21 +219,29 @@ unsafe fn avx2_micro<W: WeightElem>(t: &MicroTile<W>) {
 }
 
 /// A raw output pointer shared by the workers; each writes a disjoint set of elements.
-#[derive(Clone, Copy)]
-pub(crate) struct SyncPtr(pub *mut f32);
+/// Used for f32 and int8 outputs alike.
+pub(crate) struct SyncPtr<T>(pub *mut T);
 
-impl SyncPtr {
+impl<T> Clone for SyncPtr<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for SyncPtr<T> {}
+
+impl<T> SyncPtr<T> {
     /// The pointer (a method, so closures capture the `Sync` wrapper, not the raw field).
     #[inline(always)]
-    pub(crate) fn ptr(self) -> *mut f32 {
+    pub(crate) fn ptr(self) -> *mut T {
         self.0
     }
 }
 // SAFETY: the workers write disjoint elements (each output element belongs to one task), and
-// the pointee outlives the parallel section (it is borrowed mutably by the caller).
-unsafe impl Send for SyncPtr {}
+// the pointee outlives the parallel section (it is borrowed mutably by the caller); `T` is a
+// plain number type (f32, i8).
+unsafe impl<T> Send for SyncPtr<T> {}
 // SAFETY: as above.
-unsafe impl Sync for SyncPtr {}
+unsafe impl<T> Sync for SyncPtr<T> {}
 
 /// Runs `f(task, scratch)` for `task in 0..ntasks`, statically split into contiguous runs,
 /// one per worker; each worker gets its own `per`-element region of `scratch`. Uses at most

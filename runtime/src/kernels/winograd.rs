@@ -355,7 +355,7 @@ pub(crate) struct OutTile {
 /// `y` points to `n*out_h*out_w*out_c` writable f32 and no other thread accesses this tile's
 /// pixels in channels `c0..c1` concurrently.
 #[inline(always)]
-unsafe fn output_tile_body(g: &ConvGeom, o: &OutTile, mbuf: &[f32], ep: &Epilogue, y: SyncPtr) {
+unsafe fn output_tile_body(g: &ConvGeom, o: &OutTile, mbuf: &[f32], ep: &Epilogue, y: SyncPtr<f32>) {
     let mut c = o.c0;
     while c < o.c1 {
         let nl = L.min(o.c1 - c);
@@ -413,7 +413,7 @@ unsafe fn output_tile_body(g: &ConvGeom, o: &OutTile, mbuf: &[f32], ep: &Epilogu
 
 /// # Safety
 /// As [`output_tile_body`].
-unsafe fn output_tile(g: &ConvGeom, o: &OutTile, mbuf: &[f32], ep: &Epilogue, y: SyncPtr) {
+unsafe fn output_tile(g: &ConvGeom, o: &OutTile, mbuf: &[f32], ep: &Epilogue, y: SyncPtr<f32>) {
     // SAFETY: forwarded contract.
     unsafe { output_tile_body(g, o, mbuf, ep, y) }
 }
@@ -421,7 +421,7 @@ unsafe fn output_tile(g: &ConvGeom, o: &OutTile, mbuf: &[f32], ep: &Epilogue, y:
 /// # Safety
 /// As [`output_tile_body`], and the CPU must support AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
-unsafe fn output_tile_avx2(g: &ConvGeom, o: &OutTile, mbuf: &[f32], ep: &Epilogue, y: SyncPtr) {
+unsafe fn output_tile_avx2(g: &ConvGeom, o: &OutTile, mbuf: &[f32], ep: &Epilogue, y: SyncPtr<f32>) {
     if mbuf.len() < 36 * o.tb * o.ocw || o.j >= o.tb || o.c1 - o.c0 > o.ocw || o.ocw % 8 != 0 {
         debug_assert!(false, "winograd output_tile_avx2: bad M buffer");
         return;

@@ -8,9 +8,10 @@ use crate::team::Parallel;
 /// Call `f(index, chunk)` for every `chunk`-sized piece of `y` (the last may be shorter), on
 /// `pool` when given (and it has more than one thread), else serially. The pieces are split
 /// statically: worker `w` of `T` takes pieces `[w*n/T, (w+1)*n/T)`.
-pub fn for_each_chunk<F, P>(pool: Option<&P>, y: &mut [f32], chunk: usize, f: F)
+pub fn for_each_chunk<T, F, P>(pool: Option<&P>, y: &mut [T], chunk: usize, f: F)
 where
-    F: Fn(usize, &mut [f32]) + Sync + Send,
+    T: Send,
+    F: Fn(usize, &mut [T]) + Sync + Send,
     P: Parallel + ?Sized,
 {
     if chunk == 0 || y.is_empty() {

@@ -17,6 +17,8 @@ mod conv;
 pub mod generic;
 pub mod pack;
 
+use super::gemm::SyncPtr;
+use super::generic::par::for_each_chunk;
 pub use super::generic::pool::Pool2dShape;
 use super::Isa;
 use crate::format::MAX_RANK;
@@ -96,52 +98,6 @@ fn use_avx2(isa: Isa) -> bool {
     }
 }
 
-/// A raw output pointer shared by the workers; each writes a disjoint set of elements.
-#[derive(Clone, Copy)]
-pub(crate) struct SyncPtr(*mut i8);
-impl SyncPtr {
-    #[inline(always)]
-    pub(crate) fn ptr(self) -> *mut i8 {
-        self.0
-    }
-}
-// SAFETY: the workers write disjoint elements of y (each belongs to one task) and y outlives
-// the parallel section (borrowed mutably by the caller).
-unsafe impl Send for SyncPtr {}
-// SAFETY: as above.
-unsafe impl Sync for SyncPtr {}
-
-/// Runs `f(i, chunk)` over `chunk`-sized pieces of `y` (the last may be shorter), on `pool`
-/// when it has more than one thread: worker `w` of `T` takes pieces `[w*n/T, (w+1)*n/T)`,
-/// each computed with the serial code, so the bytes do not depend on the thread count.
-fn for_each_chunk_i8<F, P>(pool: Option<&P>, y: &mut [i8], chunk: usize, f: F)
-where
-    F: Fn(usize, &mut [i8]) + Sync + Send,
-    P: Parallel + ?Sized,
-{
-    if chunk == 0 || y.is_empty() {
-        return;
-    }
-    let pieces = y.len().div_ceil(chunk);
-    let workers = pool.map_or(1, |p| p.threads()).min(pieces);
-    match pool {
-        Some(p) if workers > 1 => {
-            let (len, base) = (y.len(), SyncPtr(y.as_mut_ptr()));
-            p.run(workers, &|w| {
-                for i in w * pieces / workers..(w + 1) * pieces / workers {
-                    let start = i * chunk;
-                    let n = chunk.min(len - start);
-                    // SAFETY: piece i is [start, start + n) inside `y` (borrowed mutably for
-                    // the whole call); each piece index belongs to exactly one worker.
-                    let c = unsafe { core::slice::from_raw_parts_mut(base.ptr().add(start), n) };
-                    f(i, c);
-                }
-            });
-        }
-        _ => y.chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c)),
-    }
-}
-
 /// How a pooling row is reduced.
 #[derive(Clone, Copy, Debug)]
 pub enum PoolKindI8 {
@@ -166,7 +122,7 @@ fn pool_i8<P: Parallel + ?Sized>(
     }
     let avx2 = use_avx2(isa);
     let row = s.out_w * s.c;
-    for_each_chunk_i8(pool, &mut y[..s.y_len()], row, |r, yrow| {
+    for_each_chunk(pool, &mut y[..s.y_len()], row, |r, yrow| {
         #[cfg(target_arch = "x86_64")]
         if avx2 {
             // SAFETY: AVX2 is present (use_avx2); the row body only indexes checked slices.

@@ -233,7 +233,7 @@ unsafe fn load_m_col(p: *const f32, pstride: usize, s: usize) -> [__m256; 6] {
 /// channels `c0..c1` concurrently; bias/residual as in [`Epilogue`] (`out_c` / `y_len`).
 #[allow(clippy::needless_range_loop)] // `r` indexes the inner dimension of `u` (transposed read)
 #[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn output_tile(g: &ConvGeom, o: &OutTile, mbuf: *const f32, ep: &Epilogue, y: SyncPtr) {
+pub(crate) unsafe fn output_tile(g: &ConvGeom, o: &OutTile, mbuf: *const f32, ep: &Epilogue, y: SyncPtr<f32>) {
     let (lo, hi) = match ep.act {
         Act::None => (f32::NEG_INFINITY, f32::INFINITY),
         Act::Relu => (0.0, f32::INFINITY),
