@@ -5,8 +5,10 @@
 //! `cargo bench -p resq-benches --bench kernels_i8` (filter with e.g. `-- i8conv/`).
 //!
 //! Groups:
-//! - `i8conv/<layer>`: `i8/<isa>` (conv2d_i8, residual fused where the layer has one) and
-//!   `f32/<isa>` (conv2d_packed, same shape and fusion), 1 thread.
+//! - `i8conv/<layer>`: `i8/<isa>` (conv2d_i8, residual fused where the layer has one),
+//!   `i8wino/<isa>` on the 3x3 stride-1 layers (exact int8 Winograd F(2x2,3x3),
+//!   conv2d_i8_wino: same bytes, MACs still counted as direct ones) and `f32/<isa>`
+//!   (conv2d_packed, same shape and fusion), 1 thread.
 //! - `i8micro`: the 6x8 micro-kernel alone, K = 256, operands in L1 (compute roofline), and
 //!   the measured alternative: a `vpmaddubsw` sign-trick kernel (4x16, int8 A) that lives only
 //!   here, to justify the `vpmaddwd` choice.
@@ -18,6 +20,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use resq::kernels::gemm::{conv2d_packed, conv2d_packed_scratch_len, Act, ConvGeom, Epilogue};
 use resq::kernels::int8::generic::MicroTileI8;
 use resq::kernels::int8::pack::pack_i8_n16k4;
+use resq::kernels::int8::winograd::{conv2d_i8_wino, conv2d_i8_wino_scratch_len, transform_weights_f23};
 use resq::kernels::int8::{conv2d_i8, conv2d_i8_scratch_len, micro_kernel, QEpilogue};
 use resq::kernels::pack::pack_n16;
 use resq::Isa;
@@ -114,6 +117,23 @@ fn conv_benches(c: &mut Criterion) {
                 b.iter(|| conv2d_i8(isa, &g, &x, 7, &w, &ep, &mut y8, &mut scratch, None::<&rayon::ThreadPool>))
             });
         }
+        if k == 3 && s == 1 {
+            let u = transform_weights_f23(&w, co, ci).expect("winograd weights");
+            let mut scratch = vec![0.0f32; conv2d_i8_wino_scratch_len(&g, 1)];
+            let mut yw = vec![0i8; g.y_len()];
+            for isa in isas() {
+                // Same bytes as the direct kernel (checked once, outside the timing).
+                let mut sd = vec![0.0f32; conv2d_i8_scratch_len(&g, 1)];
+                conv2d_i8(isa, &g, &x, 7, &w, &ep, &mut y8, &mut sd, None::<&rayon::ThreadPool>);
+                conv2d_i8_wino(isa, &g, &x, 7, &u, &ep, &mut yw, &mut scratch, None::<&rayon::ThreadPool>);
+                assert_eq!(y8, yw, "winograd and direct bytes differ on {name} ({isa})");
+                group.bench_function(BenchmarkId::new("i8wino", isa), |b| {
+                    b.iter(|| {
+                        conv2d_i8_wino(isa, &g, &x, 7, &u, &ep, &mut yw, &mut scratch, None::<&rayon::ThreadPool>)
+                    })
+                });
+            }
+        }
         // fp32 on the same shape
         if Isa::Avx2Fma.is_supported() {
             let isa = Isa::Avx2Fma;
@@ -176,7 +196,10 @@ fn micro_bench(c: &mut Criterion) {
             // SAFETY: AVX2 present; a8 holds 4 rows of 4*k4 bytes, b 64*k4 bytes.
             bn.iter(|| unsafe { maddubs::gemm_4x16(&a8, 4 * k4, &b, k4, &mut out) })
         });
-        // Sanity: the alternative computes the same sums as a plain loop.
+        // Sanity: the alternative computes the same sums as a plain loop (run once here: a
+        // criterion filter may skip the timed closure).
+        // SAFETY: as above.
+        unsafe { maddubs::gemm_4x16(&a8, 4 * k4, &b, k4, &mut out) };
         let mut want = [0i32; 64];
         for (r, row) in want.chunks_exact_mut(16).enumerate() {
             for (l, v) in row.iter_mut().enumerate() {

@@ -52,7 +52,11 @@ fn run(model_path: &str, image_path: &str) -> Result<(), String> {
         let t = Instant::now();
         let scores = session.run(&input).map_err(|e| e.to_string())?;
         times.push(t.elapsed().as_secs_f64() * 1e3);
-        best = scores.iter().copied().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, s)| if s > b.1 { (i, s) } else { b });
+        best = scores
+            .iter()
+            .copied()
+            .enumerate()
+            .fold((0, f32::NEG_INFINITY), |b, (i, s)| if s > b.1 { (i, s) } else { b });
     }
     times.sort_by(f64::total_cmp);
     let label = info.labels.get(best.0).map_or_else(|| format!("class {}", best.0), Clone::clone);

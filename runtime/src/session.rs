@@ -22,6 +22,8 @@ pub struct Options {
     threads: usize,
     max_isa: Option<Isa>,
     keep_intermediates: bool,
+    /// Int8 Winograd turned off (the default, `false`, means on).
+    no_int8_winograd: bool,
 }
 
 impl Options {
@@ -46,6 +48,14 @@ impl Options {
     /// (the sum of all activations instead of the peak); results are identical.
     pub fn keep_intermediates(mut self, keep: bool) -> Self {
         self.keep_intermediates = keep;
+        self
+    }
+
+    /// Run the int8 3x3 convolutions that have Winograd F(2x2,3x3) weights (built at load,
+    /// AVX2 tier only) with them (`true`, the default) or with the direct kernel (`false`).
+    /// The output bytes are identical either way; only speed differs.
+    pub fn int8_winograd(mut self, on: bool) -> Self {
+        self.no_int8_winograd = !on;
         self
     }
 }
@@ -94,6 +104,7 @@ pub struct Session<'m> {
     threads: usize,
     team: Option<Team>,
     keep: bool,
+    int8_winograd: bool,
 }
 
 impl std::fmt::Debug for Session<'_> {
@@ -169,6 +180,7 @@ impl<'m> Session<'m> {
             threads,
             team,
             keep,
+            int8_winograd: !options.no_int8_winograd,
         })
     }
 
@@ -200,7 +212,7 @@ impl<'m> Session<'m> {
         let parts = self.parts();
         let arena: &mut [u8] = bytemuck::cast_slice_mut(&mut self.arena);
         let scratch: &mut [f32] = bytemuck::cast_slice_mut(&mut self.scratch);
-        exec(model, parts, arena, scratch, input, self.team.as_ref(), isa, prof);
+        exec(model, parts, arena, scratch, input, self.team.as_ref(), isa, self.int8_winograd, prof);
         let (o, n) = parts.output_slot;
         Ok(bytemuck::cast_slice(&bytemuck::cast_slice::<Block, u8>(&self.arena)[o..o + n]))
     }
@@ -269,11 +281,12 @@ fn exec(
     input: &[f32],
     pool: Option<&Team>,
     isa: Isa,
+    int8_winograd: bool,
     mut prof: Option<&mut [f64]>,
 ) {
     let (io, il) = parts.input_slot;
     arena[io..io + il].copy_from_slice(bytemuck::cast_slice(input));
-    let mut ctx = RunCtx { pool, isa, scratch };
+    let mut ctx = RunCtx { pool, isa, scratch, int8_winograd };
     for (i, op) in model.ops.iter().enumerate() {
         let t0 = prof.is_some().then(Instant::now);
         let (oo, ol) = parts.dsts[i];

@@ -691,9 +691,15 @@ fn conv2d_packed_arm_tiers_match_generic() {
         let want16 = run_f16(Isa::Generic, &mut scratch);
         assert!(want.iter().any(|&v| v > 0.0), "{g:?}: degenerate reference");
         for isa in arm_isas() {
-            for (got, want) in [(run_f32(isa, &mut scratch), &want), (run_f16(isa, &mut scratch), &want16)] {
+            // f16 weights at NeonDotFp16 run the fp16-arithmetic kernel: f16 activations and
+            // 16-k f16 partial sums, whose bound (kernels/aarch64/gemm_f16_6x16__neon_fp16.rs,
+            // tested tightly in kernels_neon_fp16.rs) is under 0.9% of the output's mass.
+            let tol16 = if isa == Isa::NeonDotFp16 { 1e-2 } else { 1e-5 };
+            for (got, want, tol) in
+                [(run_f32(isa, &mut scratch), &want, 1e-5), (run_f16(isa, &mut scratch), &want16, tol16)]
+            {
                 for (idx, (a, b)) in got.iter().zip(want.iter()).enumerate() {
-                    assert!((a - b).abs() <= 1e-5 * (k + 2.0), "{isa} {g:?} at {idx}: {a} vs {b}");
+                    assert!((a - b).abs() <= tol * (k + 2.0), "{isa} {g:?} at {idx}: {a} vs {b}");
                 }
             }
         }

@@ -220,7 +220,9 @@ fn arm_sessions_pick_the_dot_product_kernels_only_where_the_cpu_has_them() {
     let isa = model.session(Options::default().threads(1)).unwrap().isa();
     match cpu.as_str() {
         "cortex-a72" => assert_eq!(isa, resq::Isa::Neon, "Cortex-A72 has no dot product"),
-        "cortex-a76" => assert_eq!(isa, resq::Isa::NeonDot, "Cortex-A76 has the dot product"),
+        // The A76 has FEAT_FP16 too: its tier is NeonDotFp16 (sdot int8 kernels, fp16
+        // arithmetic for f16 weights, the f32 NEON kernel for f32 weights).
+        "cortex-a76" => assert_eq!(isa, resq::Isa::NeonDotFp16, "Cortex-A76 has the dot product and fp16"),
         other => eprintln!("QEMU_CPU={other}: session tier {isa:?}"),
     }
 }

@@ -47,7 +47,10 @@ fn int8_resnet50_output_bytes_equal_the_x86_hosts() {
                 "row {r}: {diff} of {olen} outputs differ from the x86 host's bytes at tier {:?}, {threads} threads",
                 s.isa()
             );
-            eprintln!("row {r}: {olen} outputs byte-identical to the x86 host at tier {:?}, {threads} threads", s.isa());
+            eprintln!(
+                "row {r}: {olen} outputs byte-identical to the x86 host at tier {:?}, {threads} threads",
+                s.isa()
+            );
         }
     }
 }

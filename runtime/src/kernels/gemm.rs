@@ -209,6 +209,24 @@ pub fn micro_kernel_for<W: WeightElem>(isa: Isa) -> MicroKernel<W> {
     super::generic::gemm::gemm_6x16_generic::<W>
 }
 
+/// The micro-kernel of [`conv2d_packed`] (im2col / direct 1x1 convolutions and PackedN16
+/// Linear layers): [`micro_kernel_for`], except that f16 panels at `Isa::NeonDotFp16` get the
+/// fp16-arithmetic kernel (`aarch64/gemm_f16_6x16__neon_fp16.rs`: f16 products summed in
+/// 16-k f16 blocks, the blocks in f32; within the error bound documented there, not
+/// bit-identical to the widening kernels). The Winograd path keeps [`micro_kernel_for`]
+/// (widening): its output transform amplifies the extra f16 rounding of the transformed
+/// activations about 3x, which cost ResNet-20 its fp16 accuracy budget (rel L2 6.1e-3 against
+/// the 5e-3 the x86 tests allow; 2.3e-3 with f16 weights alone).
+pub fn packed_micro_kernel_for<W: WeightElem>(isa: Isa) -> MicroKernel<W> {
+    #[cfg(target_arch = "aarch64")]
+    if W::IS_F16 && isa == Isa::NeonDotFp16 && isa.is_supported() {
+        // SAFETY (of later calls): NeonDotFp16 is only supported when FEAT_FP16 is detected
+        // (`Isa::best_supported`); f32 panels never get here.
+        return super::aarch64::gemm_f16_6x16__neon_fp16::gemm_6x16_neon_fp16::<W>;
+    }
+    micro_kernel_for::<W>(isa)
+}
+
 /// # Safety
 /// AVX2+FMA+F16C available (only handed out by [`micro_kernel_for`] after checking) and the
 /// [`MicroTile`] contract.
@@ -370,7 +388,7 @@ pub fn conv2d_packed<W: WeightElem, P: Parallel + ?Sized>(
         debug_assert!(false, "conv2d_packed: slice lengths do not match {g:?}");
         return;
     }
-    let kernel = micro_kernel_for::<W>(isa);
+    let kernel = packed_micro_kernel_for::<W>(isa);
     let threads = pool.map_or(1, |p| p.threads());
     let (blocks, chunks, per_chunk) = packed_tasks(g, mb, threads);
     let panels = o_g.div_ceil(NR);

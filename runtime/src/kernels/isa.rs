@@ -116,13 +116,13 @@ impl Isa {
     }
 
     /// The tier whose kernels actually run for `self` in this build: AVX-512 runs the AVX2
-    /// kernels (no AVX-512 kernels yet) and NeonDotFp16 the NeonDot ones (no fp16-arithmetic
-    /// kernels yet: f16 weights are widened to f32 on every ARM core). Sessions report this,
-    /// so `resq bench`/`inspect` say what really runs.
+    /// kernels (no AVX-512 kernels yet). NeonDotFp16 is its own tier: f16-weight layers use
+    /// the fp16-arithmetic GEMM kernel (`aarch64/gemm_f16_6x16__neon_fp16.rs`), everything
+    /// else the NeonDot kernels. Sessions report this, so `resq bench`/`inspect` say what
+    /// really runs.
     pub fn implemented(self) -> Isa {
         match self {
             Isa::Avx512 => Isa::Avx2Fma,
-            Isa::NeonDotFp16 => Isa::NeonDot,
             other => other,
         }
     }
@@ -161,7 +161,7 @@ mod tests {
         assert!(Isa::detect().is_supported());
         assert_eq!(Isa::Avx512.implemented(), Isa::Avx2Fma);
         assert_eq!(Isa::NeonDot.implemented(), Isa::NeonDot);
-        assert_eq!(Isa::NeonDotFp16.implemented(), Isa::NeonDot);
+        assert_eq!(Isa::NeonDotFp16.implemented(), Isa::NeonDotFp16);
         assert_eq!(Isa::Neon.implemented(), Isa::Neon);
         assert_eq!(Isa::Avx2Fma.implemented(), Isa::Avx2Fma);
     }

@@ -118,6 +118,9 @@ pub fn conv2d_winograd<W: WeightElem, P: Parallel + ?Sized>(
         return;
     }
     let simd = cfg!(target_arch = "x86_64") && matches!(isa, Isa::Avx2Fma | Isa::Avx512) && Isa::Avx2Fma.is_supported();
+    let neon = cfg!(target_arch = "aarch64")
+        && matches!(isa, Isa::Neon | Isa::NeonDot | Isa::NeonDotFp16)
+        && Isa::Neon.is_supported();
     let kernel = micro_kernel_for::<W>(isa);
     let tiles = g.n * th * tw;
     let threads = pool.map_or(1, |p| p.threads());
@@ -155,6 +158,9 @@ pub fn conv2d_winograd<W: WeightElem, P: Parallel + ?Sized>(
                 unsafe {
                     input_tile_avx2(g, x, b, ty, tx, v, j, tb)
                 };
+            } else if neon {
+                #[cfg(target_arch = "aarch64")]
+                input_tile_neon(g, x, b, ty, tx, v, j, tb);
             } else {
                 input_tile(g, x, b, ty, tx, v, j, tb);
             }
@@ -209,6 +215,13 @@ pub fn conv2d_winograd<W: WeightElem, P: Parallel + ?Sized>(
                     // is the only writer of this tile's pixels in channels c0..c1.
                     unsafe {
                         output_tile_avx2(g, &o, mbuf, ep, yp)
+                    };
+                } else if neon {
+                    #[cfg(target_arch = "aarch64")]
+                    // SAFETY: `yp` is valid for y_len elements and this task is the only writer
+                    // of this tile's pixels in channels c0..c1.
+                    unsafe {
+                        output_tile_neon(g, &o, mbuf, ep, yp)
                     };
                 } else {
                     // SAFETY: as above, without the CPU requirement.
@@ -428,4 +441,31 @@ unsafe fn output_tile_avx2(g: &ConvGeom, o: &OutTile, mbuf: &[f32], ep: &Epilogu
     }
     // SAFETY: forwarded contract (M buffer extent checked above).
     unsafe { super::x86_64::winograd_f43__avx2_fma::output_tile(g, o, mbuf.as_ptr(), ep, y) }
+}
+
+/// [`input_tile`] on NEON (checks the arguments, then runs the pointer-based twin).
+#[cfg(target_arch = "aarch64")]
+#[allow(clippy::too_many_arguments)]
+fn input_tile_neon(g: &ConvGeom, x: &[f32], b: usize, ty: usize, tx: usize, v: &mut [f32], j: usize, tb: usize) {
+    let (x_len, v_len) = (g.x_len(), 36 * tb * g.in_c);
+    let inside = ty * 4 < g.out_h && tx * 4 < g.out_w && b < g.n && g.in_h > 0 && g.in_w > 0;
+    if x.len() < x_len || v.len() < v_len || j >= tb || !inside {
+        debug_assert!(false, "winograd input_tile_neon: bad arguments");
+        return;
+    }
+    // SAFETY: lengths and indices checked just above; NEON is part of every AArch64 CPU.
+    unsafe { super::aarch64::winograd_f43__neon::input_tile(g, x.as_ptr(), b, ty, tx, v.as_mut_ptr(), j, tb) }
+}
+
+/// # Safety
+/// As [`output_tile_body`] (NEON is part of every AArch64 CPU).
+#[cfg(target_arch = "aarch64")]
+unsafe fn output_tile_neon(g: &ConvGeom, o: &OutTile, mbuf: &[f32], ep: &Epilogue, y: SyncPtr<f32>) {
+    let inside = o.ty * 4 < g.out_h && o.tx * 4 < g.out_w && o.b < g.n;
+    if mbuf.len() < 36 * o.tb * o.ocw || o.j >= o.tb || o.c1 - o.c0 > o.ocw || o.ocw % 4 != 0 || !inside {
+        debug_assert!(false, "winograd output_tile_neon: bad M buffer or tile");
+        return;
+    }
+    // SAFETY: forwarded contract (M buffer extent and tile position checked above).
+    unsafe { super::aarch64::winograd_f43__neon::output_tile(g, o, mbuf.as_ptr(), ep, y) }
 }

@@ -30,6 +30,8 @@ pub struct RunCtx<'a> {
     pub isa: Isa,
     /// At least [`PreparedOp::scratch_len`] f32 values for the session's thread count.
     pub scratch: &'a mut [f32],
+    /// Int8 convs with Winograd weights use them ([`crate::Options::int8_winograd`]).
+    pub int8_winograd: bool,
 }
 
 /// The kernel-facing form of each op kind.
@@ -85,6 +87,8 @@ impl OpImpl {
                     "direct"
                 }
             }
+            // Winograd weights are built only where AVX2 sessions use them (by default).
+            OpImpl::QConv(c) if c.wino.is_some() => "int8-wino-f23",
             OpImpl::QConv(_) | OpImpl::QLinear(_) => "int8-gemm",
             _ => "-",
         }

@@ -16,6 +16,7 @@
 mod conv;
 pub mod generic;
 pub mod pack;
+pub mod winograd;
 
 use super::gemm::SyncPtr;
 use super::generic::par::for_each_chunk;
@@ -121,12 +122,19 @@ fn pool_i8<P: Parallel + ?Sized>(
         return;
     }
     let avx2 = use_avx2(isa);
+    #[cfg(target_arch = "aarch64")]
+    let neon = super::aarch64::qops_i8__neon::enabled(isa);
     let row = s.out_w * s.c;
     for_each_chunk(pool, &mut y[..s.y_len()], row, |r, yrow| {
         #[cfg(target_arch = "x86_64")]
         if avx2 {
             // SAFETY: AVX2 is present (use_avx2); the row body only indexes checked slices.
             unsafe { super::x86_64::qops_i8__avx2::pool_row_i8__avx2(s, kind, x, r, yrow) };
+            return;
+        }
+        #[cfg(target_arch = "aarch64")]
+        if neon {
+            super::aarch64::qops_i8__neon::pool_row_i8__neon(s, kind, x, r, yrow);
             return;
         }
         let _ = avx2;
@@ -194,6 +202,11 @@ pub fn global_avgpool_i8(
         unsafe { super::x86_64::qops_i8__avx2::global_avgpool_i8__avx2(n, hw, c, x, &q, y) };
         return;
     }
+    #[cfg(target_arch = "aarch64")]
+    if super::aarch64::qops_i8__neon::enabled(isa) {
+        super::aarch64::qops_i8__neon::global_avgpool_i8__neon(n, hw, c, x, &q, y);
+        return;
+    }
     let _ = isa;
     generic::global_avgpool_i8(n, hw, c, x, &q, y)
 }
@@ -254,6 +267,8 @@ pub fn add_i8(
     sa[MAX_RANK - r..].copy_from_slice(a_strides);
     sb[MAX_RANK - r..].copy_from_slice(b_strides);
     let avx2 = use_avx2(isa);
+    #[cfg(target_arch = "aarch64")]
+    let neon = super::aarch64::qops_i8__neon::enabled(isa);
     let inner = d[5];
     let mut k = 0usize;
     for i0 in 0..d[0] {
@@ -270,6 +285,12 @@ pub fn add_i8(
                             // SAFETY: AVX2 is present; the row reaches (inner-1)*stride inside
                             // ar/br (checked above) and yr has inner elements.
                             unsafe { super::x86_64::qops_i8__avx2::add_row_i8__avx2(ar, sa[5], br, sb[5], &q, yr) };
+                            k += inner;
+                            continue;
+                        }
+                        #[cfg(target_arch = "aarch64")]
+                        if neon {
+                            super::aarch64::qops_i8__neon::add_row_i8__neon(ar, sa[5], br, sb[5], &q, yr);
                             k += inner;
                             continue;
                         }
@@ -297,6 +318,11 @@ pub fn quantize_f32_i8(isa: Isa, x: &[f32], scale: f32, z: i32, y: &mut [i8]) {
         unsafe { super::x86_64::qops_i8__avx2::quantize_f32_i8__avx2(x, scale, z, y) };
         return;
     }
+    #[cfg(target_arch = "aarch64")]
+    if super::aarch64::qops_i8__neon::enabled(isa) {
+        super::aarch64::qops_i8__neon::quantize_f32_i8__neon(x, scale, z, y);
+        return;
+    }
     let _ = isa;
     generic::quantize_f32_i8(x, scale, z, y)
 }
@@ -313,6 +339,11 @@ pub fn dequantize_i8_f32(isa: Isa, x: &[i8], scale: f32, z: i32, y: &mut [f32]) 
     if use_avx2(isa) {
         // SAFETY: AVX2 is present; equal lengths.
         unsafe { super::x86_64::qops_i8__avx2::dequantize_i8_f32__avx2(x, scale, z, y) };
+        return;
+    }
+    #[cfg(target_arch = "aarch64")]
+    if super::aarch64::qops_i8__neon::enabled(isa) {
+        super::aarch64::qops_i8__neon::dequantize_i8_f32__neon(x, scale, z, y);
         return;
     }
     let _ = isa;

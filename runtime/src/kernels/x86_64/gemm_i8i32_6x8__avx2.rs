@@ -127,7 +127,7 @@ unsafe fn tile<const M: usize>(t: &MicroTileI8) {
 /// odd products interleave into one vector with a single blend: the shift, `+ z_y` and the
 /// clamp then run on 8 i32 lanes at once (`vpsravd`, `vpaddd`, `vpmaxsd`, `vpminsd`). No
 /// i32 overflow: `|t + r| < 2^62 + 2^39 + 2^61`, so `|hi32| < 2^31 - 2^29` and `+ z_y` fits.
-struct HiShift {
+pub(crate) struct HiShift {
     m_acc: __m256i,
     m_acc_odd: __m256i,
     m_res: __m256i,
@@ -145,7 +145,7 @@ impl HiShift {
     /// AVX2 available.
     #[inline]
     #[target_feature(enable = "avx2")]
-    unsafe fn new(q: &QParams8, z_y: i32, qmin: i32, qmax: i32) -> HiShift {
+    pub(crate) unsafe fn new(q: &QParams8, z_y: i32, qmin: i32, qmax: i32) -> HiShift {
         let one = _mm256_set1_epi64x(1);
         let sh_even = _mm256_and_si256(q.shift, _mm256_set1_epi64x(0xFFFF_FFFF));
         let sh_odd = _mm256_srli_epi64::<32>(q.shift);
@@ -170,7 +170,7 @@ impl HiShift {
     /// AVX2 available.
     #[inline]
     #[target_feature(enable = "avx2")]
-    unsafe fn apply<const RES: bool>(&self, s: __m256i, rq: __m256i) -> __m256i {
+    pub(crate) unsafe fn apply<const RES: bool>(&self, s: __m256i, rq: __m256i) -> __m256i {
         let mut te = _mm256_mul_epi32(s, self.m_acc);
         let mut to = _mm256_mul_epi32(_mm256_srli_epi64::<32>(s), self.m_acc_odd);
         if RES {
@@ -186,11 +186,11 @@ impl HiShift {
 }
 
 /// The four qparams columns of 8 channels, one i32 vector each.
-struct QParams8 {
-    bias: __m256i,
-    m_acc: __m256i,
-    m_res: __m256i,
-    shift: __m256i,
+pub(crate) struct QParams8 {
+    pub(crate) bias: __m256i,
+    pub(crate) m_acc: __m256i,
+    pub(crate) m_res: __m256i,
+    pub(crate) shift: __m256i,
 }
 
 /// Loads `n <= 8` qparams rows (`bias, m_acc, m_res, shift`) and transposes them into
@@ -200,7 +200,7 @@ struct QParams8 {
 /// `qp` readable for `4*n` i32; AVX2 available.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn load_qparams(qp: *const i32, n: usize) -> QParams8 {
+pub(crate) unsafe fn load_qparams(qp: *const i32, n: usize) -> QParams8 {
     // Lanes >= n: zero bias and multipliers, shift 62 (valid for both requant paths).
     let mut buf: [i32; 4 * NR] = core::array::from_fn(|i| if i % 4 == 3 { 62 } else { 0 });
     let src = if n == NR {

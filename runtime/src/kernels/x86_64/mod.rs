@@ -9,4 +9,6 @@ pub mod gemm_i8i32_6x8__avx2;
 #[allow(non_snake_case)]
 pub mod qops_i8__avx2;
 #[allow(non_snake_case)]
+pub mod wino_i8_f23__avx2;
+#[allow(non_snake_case)]
 pub mod winograd_f43__avx2_fma;
