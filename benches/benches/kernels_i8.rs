@@ -181,6 +181,7 @@ fn micro_bench(c: &mut Criterion) {
                     z_y: 0,
                     qmin: -128,
                     qmax: 127,
+                    lshift_ok: false,
                 };
                 // SAFETY: a rows hold 4*k4 i16, b 64*k4 bytes, qp 32 i32, y 6 rows of 8.
                 unsafe { kernel(&t) };

@@ -7,7 +7,8 @@ use resq::kernels::int8::generic::{gemm_i8i32_6x8__generic, MicroTileI8};
 use resq::kernels::int8::pack::{pack_i8_n16k4, packed_n16k4_len};
 use resq::kernels::int8::{
     add_i8, avgpool_i8, conv2d_i8, conv2d_i8_scratch_len, dequantize_i8_f32, global_avgpool_i8, linear_i8,
-    linear_i8_scratch_len, maxpool_i8, micro_kernel, quantize_f32_i8, Pool2dShape, QEpilogue, MR, NR,
+    linear_i8_scratch_len, maxpool_i8, micro_kernel, quantize_f32_i8, requant_fits_lshift, Pool2dShape, QEpilogue, MR,
+    NR,
 };
 use resq::team::{Parallel, Team};
 use resq::Isa;
@@ -183,11 +184,17 @@ impl ConvCase {
 fn qparams(rng: &mut Rng, out_c: usize, k: usize, residual: bool, extreme: bool) -> Vec<i32> {
     let mut qp = Vec::with_capacity(out_c * 4);
     for _ in 0..out_c {
-        let mode = if extreme { rng.below(4) } else { 3 };
+        let mode = if extreme { rng.below(5) } else { 3 };
         let (m_acc, shift) = match mode {
             0 => (i32::MAX, rng.range(1, 62) as u32),
             1 => (rng.range(0, 1) as i32, rng.range(1, 62) as u32),
             2 => (rng.range(0, i32::MAX as i64) as i32, if rng.below(2) == 0 { 1 } else { 62 }),
+            // shift < 32 with multipliers small enough for the SIMD epilogues' left-shift
+            // path (`requant_fits_lshift`), as residual layers have (m_res near 1).
+            4 => {
+                let shift = rng.range(1, 31);
+                (rng.range(0, (1i64 << (shift + 6)).min(i32::MAX as i64)) as i32, shift as u32)
+            }
             _ => {
                 // M ~ 64 / (5000 * sqrt(K)): shift = 30 + log2(80 sqrt(K)) for m ~ 2^30.
                 let lg = (80.0 * (k as f64).sqrt()).log2().round() as i64;
@@ -353,9 +360,56 @@ fn simd_conv_is_byte_exact_and_thread_invariant() {
 
 #[test]
 fn micro_kernels_agree_on_every_partial_tile() {
+    micro_kernels_agree(7, |rng, k| qparams(rng, NR, k, true, true));
+}
+
+/// Every channel with `shift < 32` and multipliers small enough for the SIMD epilogues'
+/// left-shift path (the residual layers' case): the tiles run with `lshift_ok` set.
+#[test]
+fn micro_kernels_agree_on_the_left_shift_requant_path() {
+    micro_kernels_agree(8, |rng, k| {
+        let qp: Vec<i32> = (0..NR)
+            .flat_map(|_| {
+                let shift = rng.range(1, 31);
+                let m_acc = rng.range(0, 1i64 << (shift + 7).min(30)) as i32;
+                let m_res = rng.range(0, 1i64 << (shift + 21).min(30)) as i32;
+                let bias = rng.range(-(1 << 20), 1 << 20) as i32;
+                [bias, m_acc, m_res, shift as i32]
+            })
+            .collect();
+        assert!(requant_fits_lshift(&qp, k), "generator must stay inside the bound");
+        qp
+    });
+}
+
+/// The bound itself, at its edge: `t_max = s_max*m_acc + 255*m_res + 2^(shift-1)` must stay
+/// below `2^(30 + shift)`.
+#[test]
+fn requant_left_shift_bound_is_exact_at_its_edge() {
+    let (k, shift) = (4usize, 10u32);
+    let s_max = (k * 128 * 128) as i64; // bias 0
+    let limit = 1i64 << (30 + shift);
+    let m_acc = ((limit - 1 - (1 << (shift - 1))) / s_max) as i32; // largest passing with m_res 0
+    assert!(requant_fits_lshift(&[0, m_acc, 0, shift as i32], k));
+    assert!(!requant_fits_lshift(&[0, m_acc + 1, 0, shift as i32], k));
+    // The residual term: the remaining room, exactly.
+    let room = limit - 1 - (1 << (shift - 1)) - s_max * i64::from(m_acc);
+    let m_res = (room / 255) as i32;
+    assert!(requant_fits_lshift(&[0, m_acc, m_res, shift as i32], k));
+    assert!(!requant_fits_lshift(&[0, m_acc, m_res + 1, shift as i32], k));
+    // The bias counts as part of the sum; shifts >= 32 always pass; bad rows never do.
+    assert!(!requant_fits_lshift(&[1 << 20, m_acc, 0, shift as i32], k));
+    assert!(requant_fits_lshift(&[i32::MIN, i32::MAX, i32::MAX, 32], 1 << 17));
+    assert!(!requant_fits_lshift(&[0, 1, 0, 0], 1));
+    assert!(!requant_fits_lshift(&[0, -1, 0, 40], 1));
+}
+
+/// Generic and SIMD micro-kernels on every `m x n` partial tile, for several `k4`, with
+/// `lshift_ok` as [`requant_fits_lshift`] decides for the generated qparams.
+fn micro_kernels_agree(seed: u64, mut gen_qp: impl FnMut(&mut Rng, usize) -> Vec<i32>) {
     let Some(isa) = simd_isas().pop() else { return };
     let simd = micro_kernel(isa);
-    let mut rng = Rng(7);
+    let mut rng = Rng(seed);
     for k4 in [1usize, 2, 3, 5, 17] {
         for m in 1..=MR {
             for n in 1..=NR {
@@ -363,7 +417,8 @@ fn micro_kernels_agree_on_every_partial_tile() {
                     let a: Vec<i16> = (0..MR * 4 * k4).map(|_| i16::from(rng.i8())).collect();
                     // Any i8 weight, -128 included: the AVX2 kernel must be exact for it too.
                     let b: Vec<i8> = (0..64 * k4).map(|_| rng.i8()).collect();
-                    let qp = qparams(&mut rng, NR, 4 * k4, true, true);
+                    let qp = gen_qp(&mut rng, 4 * k4);
+                    let lshift_ok = requant_fits_lshift(&qp[..4 * n], 4 * k4);
                     let res: Vec<i8> = rng.i8s(MR * 11);
                     let with_res = rng.below(2) == 0;
                     let run = |kernel: resq::kernels::int8::MicroKernelI8| {
@@ -383,6 +438,7 @@ fn micro_kernels_agree_on_every_partial_tile() {
                             z_y: 127,
                             qmin: -128,
                             qmax: 127,
+                            lshift_ok,
                         };
                         // SAFETY: a rows hold 4*k4 i16, b holds 64*k4 bytes (32 read from half*32 at
                         // each 64*kk), qp 32 i32, y rows of 13 >= n bytes (6 rows), residual rows

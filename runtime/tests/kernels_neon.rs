@@ -434,6 +434,8 @@ impl I8Case {
             z_y: self.z_y,
             qmin: self.qmin,
             qmax: self.qmax,
+            // The NEON epilogues do not use it; as the conv driver sets it.
+            lshift_ok: resq::kernels::int8::requant_fits_lshift(&self.qp[..4 * self.n], 4 * self.k4),
         };
         // SAFETY: A rows hold 4*k4 i16; b + half*32 has 32 readable bytes at every 64*kk; qp
         // holds 4*n valid rows (m >= 0, shift in [1, 62]); y and residual hold MR rows at

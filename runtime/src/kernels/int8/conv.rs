@@ -16,7 +16,7 @@
 
 use super::generic::{gemm_i8i32_6x8__generic, MicroTileI8};
 use super::pack::{packed_n16k4_len, KG, PANEL};
-use super::{is_i8, valid_mult, QEpilogue, SyncPtr, MR, NR};
+use super::{is_i8, requant_fits_lshift, valid_mult, QEpilogue, SyncPtr, MR, NR};
 use crate::kernels::gemm::{balanced_ranges, range_bounds, run_tasks, ConvGeom};
 use crate::kernels::Isa;
 use crate::team::Parallel;
@@ -146,6 +146,9 @@ pub fn conv2d_i8<P: Parallel + ?Sized>(
     let (mb, ka) = blocking(g);
     let k4 = ka / KG;
     let kernel = micro_kernel(isa);
+    // One O(out_c) scan per call: lets the SIMD epilogues take their 8-lane i32 path for
+    // channels with shift < 32 too (usually the residual layers, whose m_res is near 1).
+    let lshift_ok = requant_fits_lshift(&ep.qparams[..4 * g.out_c], ka);
     let threads = pool.map_or(1, |p| p.threads());
     let (ranges, chunks, per_chunk) = tasks(g, mb, threads);
     let panels = o_g.div_ceil(PANEL);
@@ -198,6 +201,7 @@ pub fn conv2d_i8<P: Parallel + ?Sized>(
                             z_y: ep.z_y,
                             qmin: ep.qmin,
                             qmax: ep.qmax,
+                            lshift_ok,
                         };
                         // SAFETY: the tile satisfies the MicroTileI8 contract: A rows hold ka =
                         // 4*k4 i16, the panel holds k4 64-byte groups (half*32 + 32 <= 64), qp

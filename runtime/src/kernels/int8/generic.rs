@@ -21,6 +21,9 @@ use crate::kernels::generic::pool::Pool2dShape;
 /// - `y`: rows `0..m` at stride `ldy` writable for `n` bytes.
 /// - `residual` (null = none): rows `0..m` at stride `ldr` readable for `n` bytes.
 /// - `z_res`, `z_y`, `qmin <= qmax` in [-128, 127].
+/// - `lshift_ok`: may be true only if [`super::requant_fits_lshift`]`(qp rows, 4*k4)` holds
+///   (a numeric precondition of the SIMD epilogues' fast path, not a memory one; `false` is
+///   always correct).
 #[derive(Clone, Copy, Debug)]
 pub struct MicroTileI8 {
     pub m: usize,
@@ -37,6 +40,7 @@ pub struct MicroTileI8 {
     pub z_y: i32,
     pub qmin: i32,
     pub qmax: i32,
+    pub lshift_ok: bool,
 }
 
 /// Scalar twin of `x86_64::gemm_i8i32_6x8__avx2`: i32 wrapping sums, then [`requant`].

@@ -85,6 +85,32 @@ fn valid_mult(m: i32, shift: u32) -> bool {
     m >= 0 && (1..=62).contains(&shift)
 }
 
+/// True if, for every channel row (`bias, m_acc, m_res, shift`) of `qparams` and *any* int8
+/// data, weights and residual over a reduction of length `k`, the rounded requantisation sum
+/// `T = t + 2^(shift-1)` (`t = s*m_acc + rq*m_res`, [`requant`]) satisfies
+/// `|T| < 2^(30 + shift)` whenever `shift < 32`.
+///
+/// Then `T << (32 - shift)` cannot overflow an i64 and its high dword is exactly
+/// `T >> shift` with `|T >> shift| < 2^30`: the SIMD epilogues' i32 "high dword" path (one
+/// shift and 8-lane i32 arithmetic) is exact for those channels too, not only for
+/// `shift >= 32`. Bounds used: `|s| <= min(k*128*128 + |bias|, 2^31)` (the i32 sum of `k`
+/// products of int8 values, any order, plus the bias), `|rq| <= 255`.
+pub fn requant_fits_lshift(qparams: &[i32], k: usize) -> bool {
+    let k = k as u128;
+    qparams.chunks_exact(4).all(|q| {
+        let (bias, m_acc, m_res, shift) = (q[0], q[1], q[2], q[3]);
+        if !(1..=62).contains(&shift) || m_acc < 0 || m_res < 0 {
+            return false;
+        }
+        if shift >= 32 {
+            return true;
+        }
+        let s_max = (k * 128 * 128 + u128::from(bias.unsigned_abs())).min(1 << 31);
+        let t_max = s_max * m_acc as u128 + 255 * m_res as u128 + (1u128 << (shift - 1));
+        t_max < 1u128 << (30 + shift)
+    })
+}
+
 /// True if the AVX2 kernels may run for `isa` on this CPU.
 #[inline]
 fn use_avx2(isa: Isa) -> bool {

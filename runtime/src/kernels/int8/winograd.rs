@@ -45,7 +45,7 @@
 //! the split, so the bytes never depend on the thread count.
 
 use super::pack::{packed_n16k4_len, KG, PANEL};
-use super::{is_i8, requant, use_avx2, valid_mult, QEpilogue, SyncPtr};
+use super::{is_i8, requant, requant_fits_lshift, use_avx2, valid_mult, QEpilogue, SyncPtr};
 use crate::kernels::gemm::{balanced_ranges, range_bounds, run_tasks, ConvGeom};
 use crate::kernels::Isa;
 use crate::team::Parallel;
@@ -150,6 +150,8 @@ pub fn transform_weights_f23(w: &[i8], out_c: usize, in_c: usize) -> Option<Vec<
 ///   `dy < rows[i]`, `dx < cols[i]` (`rows`, `cols` in 1..=2); `res` (null = no residual)
 ///   readable at the same offsets.
 /// - `z_res`, `z_y`, `qmin <= qmax` in [-128, 127].
+/// - `lshift_ok`: as on [`super::MicroTileI8`], for the reduction length `9*C` of the direct
+///   convolution (whose accumulator the output transform reproduces).
 #[derive(Clone, Copy, Debug)]
 pub struct WinoTileI8 {
     pub m: usize,
@@ -170,6 +172,7 @@ pub struct WinoTileI8 {
     pub z_y: i32,
     pub qmin: i32,
     pub qmax: i32,
+    pub lshift_ok: bool,
 }
 
 /// A panel kernel: [`wino_f23_i8_6x16__generic`] or a SIMD twin.
@@ -382,6 +385,7 @@ pub fn conv2d_i8_wino<P: Parallel + ?Sized>(
         return;
     }
     let (kernel, simd) = kernels(isa);
+    let lshift_ok = requant_fits_lshift(&ep.qparams[..4 * g.out_c], 9 * g.in_c);
     let (th, tw) = (g.out_h.div_ceil(2), g.out_w.div_ceil(2));
     let tiles = g.n * th * tw;
     let kp = g.in_c.div_ceil(2);
@@ -480,6 +484,7 @@ pub fn conv2d_i8_wino<P: Parallel + ?Sized>(
                         z_y: ep.z_y,
                         qmin: ep.qmin,
                         qmax: ep.qmax,
+                        lshift_ok,
                     };
                     // SAFETY: the tile satisfies the WinoTileI8 contract: V rows r..r+m of
                     // every position hold cs >= 2*kp i16 (a[i] + 15*lda + 2*kp <= 16*tb*cs);

@@ -109,6 +109,8 @@ unsafe fn epilogue_half<const M: usize>(
     let z_res = _mm256_set1_epi32(t.z_res);
     // Every shift >= 32 (the usual case): the high-dword requantisation (see `HiShift`).
     let fast = _mm256_movemask_epi8(_mm256_cmpgt_epi32(_mm256_set1_epi32(32), q.shift)) == 0;
+    // Some shift < 32: the same path after a left shift the caller proved safe.
+    let up = t.lshift_ok;
     // SAFETY: AVX2 available (contract).
     let hi = unsafe { HiShift::new(q, t.z_y, t.qmin, t.qmax) };
     let has_res = !t.res.is_null();
@@ -138,14 +140,21 @@ unsafe fn epilogue_half<const M: usize>(
                     let v = if has_res {
                         let rq = _mm256_sub_epi32(_mm256_cvtepi8_epi32(load8(t.res.add(off), nh)), z_res);
                         if fast {
-                            hi.apply::<true>(s, rq)
+                            hi.apply::<true, false>(s, rq)
+                        } else if up {
+                            hi.apply::<true, true>(s, rq)
                         } else {
                             requant8(s, q.m_acc, rq, q.m_res, q.shift, z_y, qmin, qmax)
                         }
-                    } else if fast {
-                        hi.apply::<false>(s, _mm256_setzero_si256())
                     } else {
-                        requant8(s, q.m_acc, _mm256_setzero_si256(), q.m_res, q.shift, z_y, qmin, qmax)
+                        let rq = _mm256_setzero_si256();
+                        if fast {
+                            hi.apply::<false, false>(s, rq)
+                        } else if up {
+                            hi.apply::<false, true>(s, rq)
+                        } else {
+                            requant8(s, q.m_acc, rq, q.m_res, q.shift, z_y, qmin, qmax)
+                        }
                     };
                     store8(t.y.add(off), nh, v);
                 }
