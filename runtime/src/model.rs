@@ -137,6 +137,9 @@ pub struct ModelInfo {
     pub param_bytes: u64,
     /// Bytes of the activation arena one session allocates.
     pub arena_bytes: u64,
+    /// Bytes the model itself allocated at load, beyond the mapped file: int8 Winograd
+    /// weights transformed for this CPU's kernels (0 when none; see `docs/DECISIONS.md`).
+    pub heap_bytes: u64,
 }
 
 /// One op, for display (`resq inspect`) and profiling.
@@ -153,7 +156,8 @@ pub struct OpInfo {
     /// Multiply-accumulates per run (conv, linear, channel affine; 0 for others).
     pub macs: u64,
     /// The algorithm that runs it: "direct", "gemm-n16" (packed GEMM / im2col),
-    /// "winograd-f43", or "-" for ops with a single implementation.
+    /// "winograd-f43", "int8-gemm", "int8-wino-f23" (int8 Winograd F(2x2,3x3), AVX2 sessions),
+    /// or "-" for ops with a single implementation.
     pub algo: &'static str,
 }
 
@@ -508,7 +512,13 @@ fn model_info(v: &FileView, ops: &[PreparedOp], arena_bytes: usize) -> ModelInfo
     let precision = precision_of(m.precision);
     let param_bytes =
         v.tensors.iter().filter(|t| t.kind == TensorKind::Constant as u8).map(|t| t.data_size).sum::<u64>();
-    let _ = ops;
+    let heap_bytes = ops
+        .iter()
+        .map(|op| match &op.imp {
+            crate::ops::OpImpl::QConv(c) => c.wino.as_ref().map_or(0, |w| 2 * w.0.len() as u64),
+            _ => 0,
+        })
+        .sum();
     ModelInfo {
         name: v.str(m.name).to_owned(),
         source: v.str(m.source).to_owned(),
@@ -531,5 +541,6 @@ fn model_info(v: &FileView, ops: &[PreparedOp], arena_bytes: usize) -> ModelInfo
         file_size: v.bytes.len() as u64,
         param_bytes,
         arena_bytes: arena_bytes as u64,
+        heap_bytes,
     }
 }

@@ -153,7 +153,8 @@ fn to_text(path: &Path, model: &Model) -> String {
     let macs: u64 = ops.iter().map(|o| o.macs).sum();
     let _ = writeln!(
         s,
-        "\n  totals      {} ops, {} MACs, parameters {} ({} bytes), file {} ({} bytes), arena {} ({} bytes)",
+        "\n  totals      {} ops, {} MACs, parameters {} ({} bytes), file {} ({} bytes), arena {} ({} bytes), \
+         load-time heap {} ({} bytes)",
         ops.len(),
         util::thousands(macs),
         util::bytes_human(info.param_bytes),
@@ -162,6 +163,14 @@ fn to_text(path: &Path, model: &Model) -> String {
         util::thousands(info.file_size),
         util::bytes_human(info.arena_bytes),
         util::thousands(info.arena_bytes),
+        util::bytes_human(info.heap_bytes),
+        util::thousands(info.heap_bytes),
+    );
+    let _ = writeln!(
+        s,
+        "  kernels     tier {} on this CPU (the best it supports that resq implements; RESQ_MAX_ISA or \
+         --isa caps it)",
+        resq::Isa::detect().implemented()
     );
     let report = model.layer_report();
     if !report.is_empty() {
@@ -257,6 +266,7 @@ fn to_json(path: &Path, model: &Model) -> Json {
                 ("param_bytes", Json::Num(info.param_bytes as f64)),
                 ("file_size", Json::Num(info.file_size as f64)),
                 ("arena_bytes", Json::Num(info.arena_bytes as f64)),
+                ("heap_bytes", Json::Num(info.heap_bytes as f64)),
             ]),
         ),
     ])
