@@ -355,7 +355,8 @@ fn packed_tasks(g: &ConvGeom, mb: usize, threads: usize) -> (usize, usize, usize
 
 /// `y (NHWC) = act(conv(x, w) + bias + residual)` with `w` in PackedN16 (`groups` any), its
 /// elements f32 or f16 (`W`; f16 panels are widened in registers, results as the f32 kernel
-/// run on the same, f16-valued, weights).
+/// run on the same, f16-valued, weights — except at `Isa::NeonDotFp16`, which computes in
+/// fp16 within a stated bound: see [`packed_micro_kernel_for`]).
 ///
 /// Contract (validated at model load; checked here once, and on violation the function
 /// `debug_assert!`s and returns without touching `y`): `x.len() >= n*in_h*in_w*in_c`,

@@ -5,10 +5,14 @@
 //!   int8 activations into per-thread i16 scratch, a 6x8 i8·i8→i32 micro-kernel over
 //!   PackedN16K4 weights ([`pack`]), and the fused requantising epilogue ([`requant`]) in the
 //!   store. i32 sums are exact (the loader bounds K), and wrapping anyway, so the summation
-//!   order never matters.
+//!   order never matters. Micro-kernels: generic, AVX2 (`vpmaddwd`), NEON (`smlal`) and NEON
+//!   `sdot`.
+//! - [`winograd`]: exact int8 Winograd F(2x2,3x3) for 3x3 stride-1 layers (AVX2 sessions),
+//!   the same bytes as the direct convolution by construction.
 //! - Pools, Add, Quantize, Dequantize: one scalar body each in [`generic`]; the AVX2 tier runs
 //!   the same bodies compiled with AVX2 enabled (integer and IEEE-exact float code, so the
-//!   bytes cannot differ), plus a hand-written AVX2 Add row.
+//!   bytes cannot differ), plus a hand-written AVX2 Add row; on aarch64 the NEON twins in
+//!   `kernels::aarch64::qops_i8__neon`, byte-exact (tests in `runtime/tests/kernels_neon_q.rs`).
 //!
 //! Every entry point checks its slice-length contract (validated at load) once; on a
 //! violation it `debug_assert!`s and returns without writing.
