@@ -61,7 +61,8 @@
 
 use core::arch::aarch64::*;
 
-use crate::kernels::gemm::{Act, MicroTile, MR};
+use super::gemm_f32_6x16__neon::{store_tile, widen_f16};
+use crate::kernels::gemm::{MicroTile, MR};
 use crate::kernels::pack::{WeightElem, NR};
 
 /// Consecutive k summed in f16 before the block sum is widened and added in f32 (a multiple of
@@ -170,25 +171,6 @@ fn narrow_f16(lo: float32x4_t, hi: float32x4_t) -> uint16x8_t {
     h
 }
 
-/// Eight halves widened to two f32 vectors (`fcvtl`, `fcvtl2`; exact).
-#[inline(always)]
-fn widen_f16(h: uint16x8_t) -> (float32x4_t, float32x4_t) {
-    let lo: float32x4_t;
-    let hi: float32x4_t;
-    // SAFETY: register-only conversion instructions of base ARMv8 FP/SIMD.
-    unsafe {
-        core::arch::asm!(
-            "fcvtl {lo:v}.4s, {h:v}.4h",
-            "fcvtl2 {hi:v}.4s, {h:v}.8h",
-            h = in(vreg) h,
-            lo = out(vreg) lo,
-            hi = out(vreg) hi,
-            options(pure, nomem, nostack, preserves_flags),
-        );
-    }
-    (lo, hi)
-}
-
 /// `r <= 8` consecutive f32 of each A row from `k0` as f16 (lanes `>= r` zero).
 ///
 /// # Safety
@@ -268,48 +250,6 @@ unsafe fn group<const M: usize, const FIRST: bool>(
     }
 }
 
-/// Loads `n <= 16` floats into four vectors, zero-filling lanes `>= n` without touching memory
-/// past `n`.
-///
-/// # Safety
-/// `p` readable for `n` f32.
-#[inline(always)]
-unsafe fn load16(p: *const f32, n: usize) -> [float32x4_t; 4] {
-    // SAFETY: full tiles read 16 floats, partial ones copy n floats to a stack buffer first.
-    unsafe {
-        if n == NR {
-            [vld1q_f32(p), vld1q_f32(p.add(4)), vld1q_f32(p.add(8)), vld1q_f32(p.add(12))]
-        } else {
-            let mut buf = [0.0f32; NR];
-            core::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), n);
-            let q = buf.as_ptr();
-            [vld1q_f32(q), vld1q_f32(q.add(4)), vld1q_f32(q.add(8)), vld1q_f32(q.add(12))]
-        }
-    }
-}
-
-/// Stores the first `n <= 16` lanes of `v` to `p`.
-///
-/// # Safety
-/// `p` writable for `n` f32.
-#[inline(always)]
-unsafe fn store16(p: *mut f32, n: usize, v: [float32x4_t; 4]) {
-    // SAFETY: full tiles write 16 floats, partial ones go through a stack buffer.
-    unsafe {
-        if n == NR {
-            for (j, &x) in v.iter().enumerate() {
-                vst1q_f32(p.add(4 * j), x);
-            }
-        } else {
-            let mut buf = [0.0f32; NR];
-            for (j, &x) in v.iter().enumerate() {
-                vst1q_f32(buf.as_mut_ptr().add(4 * j), x);
-            }
-            core::ptr::copy_nonoverlapping(buf.as_ptr(), p, n);
-        }
-    }
-}
-
 /// Computes the tile; returns false (C untouched) if any sum is not finite.
 ///
 /// # Safety
@@ -359,53 +299,7 @@ unsafe fn tile<W: WeightElem, const M: usize>(t: &MicroTile<W>) -> bool {
     if !vmaxvq_f32(big).is_finite() {
         return false;
     }
-    let n = t.n;
-    let bias = if t.finish && !t.bias.is_null() {
-        // SAFETY: bias readable for n f32 (contract).
-        Some(unsafe { load16(t.bias, n) })
-    } else {
-        None
-    };
-    let (lo, hi) = match t.act {
-        Act::None => (f32::NEG_INFINITY, f32::INFINITY),
-        Act::Relu => (0.0, f32::INFINITY),
-        Act::Clip(lo, hi) => (lo, hi),
-    };
-    let (lo, hi) = (vdupq_n_f32(lo), vdupq_n_f32(hi));
-    let clamp = !matches!(t.act, Act::None);
-    for (i, row) in acc32.iter().enumerate() {
-        // SAFETY: row i < m of C (and of residual) is valid for n f32 (contract).
-        unsafe {
-            let c = t.c.add(i * t.ldc);
-            let mut v = *row;
-            if t.load_c {
-                let cv = load16(c, n);
-                for j in 0..4 {
-                    v[j] = vaddq_f32(v[j], cv[j]);
-                }
-            }
-            if t.finish {
-                if let Some(bias) = bias {
-                    for j in 0..4 {
-                        v[j] = vaddq_f32(v[j], bias[j]);
-                    }
-                }
-                if !t.residual.is_null() {
-                    let r = load16(t.residual.add(i * t.ldr), n);
-                    for j in 0..4 {
-                        v[j] = vaddq_f32(v[j], r[j]);
-                    }
-                }
-                if clamp {
-                    // fmaxnm/fminnm: a NaN sum clamps to lo, as f32::max/min in the twin
-                    // (and as the f32 NEON kernel does).
-                    for x in v.iter_mut() {
-                        *x = vminnmq_f32(vmaxnmq_f32(*x, lo), hi);
-                    }
-                }
-            }
-            store16(c, n, v);
-        }
-    }
+    // SAFETY: forwarded contract (C, bias and residual rows of the tile).
+    unsafe { store_tile(t, &acc32) };
     true
 }

@@ -62,7 +62,7 @@ pub unsafe fn gemm_6x16_neon<W: WeightElem>(t: &MicroTile<W>) {
 
 /// Widens 8 halves (IEEE binary16, as raw bits) to two f32 vectors (`fcvtl`, `fcvtl2`).
 #[inline(always)]
-fn widen_f16(h: uint16x8_t) -> (float32x4_t, float32x4_t) {
+pub(crate) fn widen_f16(h: uint16x8_t) -> (float32x4_t, float32x4_t) {
     let lo: float32x4_t;
     let hi: float32x4_t;
     // SAFETY: register-only conversion instructions of base ARMv8 FP/SIMD (every AArch64 CPU);
@@ -106,7 +106,7 @@ unsafe fn load_b<W: WeightElem>(b: *const W) -> [float32x4_t; 4] {
 /// # Safety
 /// `p` readable for `n` f32.
 #[inline(always)]
-unsafe fn load16(p: *const f32, n: usize) -> [float32x4_t; 4] {
+pub(crate) unsafe fn load16(p: *const f32, n: usize) -> [float32x4_t; 4] {
     // SAFETY: full tiles read 16 floats, partial ones copy n floats to a stack buffer first.
     unsafe {
         if n == NR {
@@ -125,7 +125,7 @@ unsafe fn load16(p: *const f32, n: usize) -> [float32x4_t; 4] {
 /// # Safety
 /// `p` writable for `n` f32.
 #[inline(always)]
-unsafe fn store16(p: *mut f32, n: usize, v: [float32x4_t; 4]) {
+pub(crate) unsafe fn store16(p: *mut f32, n: usize, v: [float32x4_t; 4]) {
     // SAFETY: full tiles write 16 floats, partial ones go through a stack buffer.
     unsafe {
         if n == NR {
@@ -162,6 +162,17 @@ unsafe fn tile<W: WeightElem, const M: usize>(t: &MicroTile<W>) {
             b = b.add(NR);
         }
     }
+    // SAFETY: forwarded contract (C, bias and residual rows of the tile).
+    unsafe { store_tile(t, &acc) };
+}
+
+/// The f32 tile epilogue shared by the NEON kernels: `C (+)= acc`, then on the last K block
+/// bias, residual and the activation clamp, stored for `t.n` columns of `acc.len()` rows.
+///
+/// # Safety
+/// The C / bias / residual pointer contract of [`MicroTile`] for `acc.len() <= MR` rows.
+#[inline(always)]
+pub(crate) unsafe fn store_tile<W: WeightElem>(t: &MicroTile<W>, acc: &[[float32x4_t; 4]]) {
     let n = t.n;
     let bias = if t.finish && !t.bias.is_null() {
         // SAFETY: bias readable for n f32 (contract).
